@@ -1,0 +1,4 @@
+from keras_muse.models.vqgan import VQGAN
+from keras_muse.models.vqgan import VQGANDecoder
+from keras_muse.models.vqgan import VQGANDiscriminator
+from keras_muse.models.vqgan import VQGANEncoder

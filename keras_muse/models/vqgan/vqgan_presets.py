@@ -1,0 +1,47 @@
+"""Named VQGAN configurations.
+
+The paper's tokenizers (App. A.2: 128 base channels, 2 residual blocks per
+level, codebook 8192; MaskGIT's channel multipliers and latent dim) ship as
+architectures without weights; the tiny ones serve tests and the shapes domain.
+"""
+
+VQGAN_PRESETS = {
+    "vqgan_f16_8192": {
+        "description": "Muse base tokenizer: 256x256 -> 16x16 ids, codebook 8192 (paper).",
+        "config": dict(
+            base_channels=128, channel_multipliers=(1, 1, 2, 2, 4), num_res_blocks=2,
+            latent_dim=256, codebook_size=8192, code_dim=32, discriminator_channels=64,
+        ),
+    },
+    "vqgan_f8_8192": {
+        "description": "Muse super-res tokenizer: 512x512 -> 64x64 ids, codebook 8192 (paper).",
+        "config": dict(
+            base_channels=128, channel_multipliers=(1, 1, 2, 4), num_res_blocks=2,
+            latent_dim=256, codebook_size=8192, code_dim=32, discriminator_channels=64,
+        ),
+    },
+    "vqgan_f16_8192_finetuned_decoder": {
+        "description": "The f16 tokenizer with the fine-tuned decoder of §2.5 (4 blocks, 256 channels).",
+        "config": dict(
+            base_channels=128, channel_multipliers=(1, 1, 2, 2, 4), num_res_blocks=2,
+            latent_dim=256, codebook_size=8192, code_dim=32, decoder_base_channels=256,
+            decoder_num_res_blocks=4, discriminator_channels=64, trainable_encoder=False,
+        ),
+    },
+    "vqgan_shapes_f4": {
+        "description": "Captioned-shapes tokenizer: 64x64 -> 16x16 ids, codebook 1024.",
+        "config": dict(
+            base_channels=32, channel_multipliers=(1, 2, 4), num_res_blocks=1,
+            latent_dim=64, codebook_size=1024, code_dim=16, discriminator_channels=32,
+            discriminator_layers=2,
+        ),
+    },
+    "vqgan_tiny_f4": {
+        "description": "Tiny f4 tokenizer for tests.",
+        "config": dict(
+            base_channels=8, channel_multipliers=(1, 2, 2), num_res_blocks=1,
+            latent_dim=16, codebook_size=64, code_dim=8, discriminator_channels=8,
+            discriminator_layers=2,
+        ),
+    },
+}

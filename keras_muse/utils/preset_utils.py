@@ -1,0 +1,129 @@
+"""keras-hub presets, made safe: named config presets, clear errors, atomic saves.
+
+keras-hub's `from_preset` resolves Kaggle/HF handles and local directories;
+`PresetMixin` adds three things our models need on top of it:
+
+- *config presets*: named architectures (the paper's sizes) that ship without
+  weights, built with `from_preset(name, load_weights=False)`, and package
+  presets whose files live inside `keras_muse/presets/`;
+- a clear `ValueError` for a missing, truncated or foreign preset directory
+  (keras-hub fails deep inside JSON or h5 parsing);
+- atomic `save_to_preset`: the preset is written to a temporary sibling
+  directory and renamed into place, so a crash never leaves a half-written
+  preset where a good one was.
+"""
+
+import json
+import os
+import shutil
+import uuid
+
+import keras
+
+PACKAGE_PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "presets")
+_REMOTE_PREFIXES = ("kaggle://", "hf://", "modelscope://", "gs://")
+
+
+def _check_local_preset(path, cls):
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise ValueError(
+            f"`preset` directory {path!r} has no config.json: it is not a "
+            "keras-hub/keras_muse preset (save one with `save_to_preset`)."
+        )
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(
+            f"`preset` {path!r}: config.json is unreadable or corrupt ({e})."
+        ) from None
+    if not isinstance(config, dict) or "registered_name" not in config:
+        raise ValueError(
+            f"`preset` {path!r}: config.json is not a Keras serialized object "
+            "(no 'registered_name')."
+        )
+    registered = keras.saving.get_registered_object(config["registered_name"])
+    if registered is None or not issubclass(registered, cls):
+        raise ValueError(
+            f"`preset` {path!r} holds a {config['registered_name']!r}, which is "
+            f"not a {cls.__name__}."
+        )
+    return config
+
+
+class PresetMixin:
+    """Adds config presets, input checks and atomic saving to a keras-hub class.
+
+    Subclasses set `config_presets = {name: {"config": {...}, "description":
+    str, "package_dir": optional dir name under keras_muse/presets}}`.
+    """
+
+    config_presets = {}
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        if not isinstance(preset, (str, os.PathLike)):
+            raise ValueError(
+                f"`preset` must be a preset name or a path. Received: {preset!r}"
+            )
+        preset = os.fspath(preset)
+        entry = cls.config_presets.get(preset)
+        if entry is not None:
+            if entry.get("package_dir"):
+                preset = os.path.join(PACKAGE_PRESET_DIR, entry["package_dir"])
+            elif load_weights:
+                raise ValueError(
+                    f"Preset {preset!r} is an architecture without published "
+                    "weights. Call `from_preset(..., load_weights=False)` for "
+                    "randomly initialized weights, or train it and save it "
+                    "with `save_to_preset`."
+                )
+            else:
+                config = dict(entry["config"])
+                config.update(kwargs)
+                return cls(**config)
+        if preset.startswith(_REMOTE_PREFIXES):
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        if not os.path.isdir(preset):
+            names = ", ".join(sorted(cls.config_presets)) or "none"
+            raise ValueError(
+                f"`preset` {preset!r} is neither a known preset name "
+                f"(known: {names}) nor an existing preset directory."
+            )
+        _check_local_preset(preset, cls)
+        if load_weights and not any(
+            os.path.isfile(os.path.join(preset, f))
+            for f in ("model.weights.h5", "model.weights.json")
+        ):
+            raise ValueError(
+                f"`preset` {preset!r} has no model.weights.h5. Pass "
+                "`load_weights=False` to build the architecture only."
+            )
+        try:
+            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+        except ValueError:
+            raise
+        except Exception as e:
+            raise ValueError(
+                f"`preset` {preset!r} could not be loaded (truncated or corrupt "
+                f"files?): {type(e).__name__}: {e}"
+            ) from e
+
+    def save_to_preset(self, preset_dir, **kwargs):
+        """Saves config + weights to `preset_dir` atomically."""
+        preset_dir = os.path.abspath(os.fspath(preset_dir))
+        parent = os.path.dirname(preset_dir)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(preset_dir)}.tmp-{uuid.uuid4().hex}")
+        try:
+            super().save_to_preset(tmp, **kwargs)
+            if os.path.exists(preset_dir):
+                old = tmp + ".old"
+                os.rename(preset_dir, old)
+                os.rename(tmp, preset_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, preset_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
