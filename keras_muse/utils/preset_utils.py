@@ -110,12 +110,24 @@ class PresetMixin:
                 f"files?): {type(e).__name__}: {e}"
             ) from e
 
+    def save_weights(self, filepath, overwrite=True, max_shard_size=None):
+        """Model weights only while saving a preset (no optimizer state, which
+        Keras otherwise adds for a compiled model: 2-3x the size)."""
+        if not getattr(self, "_saving_preset", False) or getattr(self, "optimizer", None) is None:
+            return super().save_weights(filepath, overwrite=overwrite, max_shard_size=max_shard_size)
+        from keras.src.saving import saving_lib
+
+        return saving_lib.save_weights_only(
+            self, filepath, max_shard_size=max_shard_size, objects_to_skip=[self.optimizer]
+        )
+
     def save_to_preset(self, preset_dir, **kwargs):
         """Saves config + weights to `preset_dir` atomically."""
         preset_dir = os.path.abspath(os.fspath(preset_dir))
         parent = os.path.dirname(preset_dir)
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{os.path.basename(preset_dir)}.tmp-{uuid.uuid4().hex}")
+        self._saving_preset = True
         try:
             super().save_to_preset(tmp, **kwargs)
             if os.path.exists(preset_dir):
@@ -126,4 +138,5 @@ class PresetMixin:
             else:
                 os.rename(tmp, preset_dir)
         finally:
+            self._saving_preset = False
             shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,24 @@ _GAN_METRICS = (
 )
 
 
+class _DiscriminatorStart(keras.callbacks.Callback):
+    """Switches the GAN losses on at `discriminator_start` by recompiling the
+    train step (a traced conditional would keep the discriminator's double
+    backward in every step and, measured on XLA:CPU, run it 5x slower)."""
+
+    def on_train_begin(self, logs=None):
+        self.step = int(self.model.optimizer.iterations)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        model = self.model
+        if not model._gan_started and self.step >= model.loss_config["discriminator_start"]:
+            model._gan_started = True
+            model.make_train_function(force=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += getattr(self.model, "steps_per_execution", 1) or 1
+
+
 class _Untracked:
     """Holds an object out of Keras' attribute tracking.
 
@@ -66,6 +84,10 @@ class VQGAN(PresetMixin, Backbone):
         trainable_encoder: bool; False freezes encoder and codebook, as in
             decoder fine-tuning (§2.5): ids can no longer change.
         dropout: float.
+        patch_size: int, space-to-depth stem / depth-to-space head factor
+            (1 in the paper). 2 halves the resolution the convolutions run
+            at, for CPU-sized tokenizers; the factor becomes
+            `patch_size * 2 ** (len(channel_multipliers) - 1)`.
         dtype: dtype policy, e.g. "mixed_bfloat16".
 
     Example:
@@ -99,6 +121,7 @@ class VQGAN(PresetMixin, Backbone):
         discriminator_layers=3,
         trainable_encoder=True,
         dropout=0.0,
+        patch_size=1,
         dtype=None,
         **kwargs,
     ):
@@ -115,6 +138,7 @@ class VQGAN(PresetMixin, Backbone):
             num_res_blocks,
             latent_dim,
             dropout=dropout,
+            patch_size=patch_size,
             dtype=dtype,
             name="encoder",
         )
@@ -131,6 +155,7 @@ class VQGAN(PresetMixin, Backbone):
             channel_multipliers,
             decoder_num_res_blocks or num_res_blocks,
             dropout=dropout,
+            patch_size=patch_size,
             dtype=dtype,
             name="decoder",
         )
@@ -174,16 +199,23 @@ class VQGAN(PresetMixin, Backbone):
         self.discriminator_layers = discriminator_layers
         self.trainable_encoder = trainable_encoder
         self.dropout = dropout
-        self.factor = 2 ** (len(channel_multipliers) - 1)
+        self.patch_size = patch_size
+        self.factor = self.encoder.downsampling_factor
 
         # Build every weight now, so presets and checkpoints load right away.
-        probe = ops.zeros((1, self.factor, self.factor, 3), dtype=self.compute_dtype)
-        self(probe)
-        if self.discriminator is not None:
-            self.discriminator(probe)
+        self.build((None, None, None, 3))
         self.encoder.trainable = trainable_encoder
         self.quantizer.trainable = trainable_encoder
         self._compiled = {}
+
+    def build(self, input_shape=None):
+        # The sub-layers build from a one-token probe (their shapes depend
+        # only on channels, never on the image size).
+        probe = ops.zeros((1, self.factor, self.factor, 3), dtype=self.compute_dtype)
+        self.forward(probe)
+        if self.discriminator is not None:
+            self.discriminator(probe)
+        self.built = True
 
     # ------------------------------------------------------------------ steps
     # Traceable building blocks (keras-hub "step" methods): pure `keras.ops`,
@@ -420,6 +452,7 @@ class VQGAN(PresetMixin, Backbone):
                     optimizer, {"(.*/)?discriminator/.*": discriminator_optimizer}
                 )
             )
+        self._gan_started = use_gan and discriminator_start == 0
         names = list(_GENERATOR_METRICS) + (list(_GAN_METRICS) if use_gan else [])
         self._active_metrics = tuple(names) + ("codebook_usage", "codebook_perplexity")
         super().compile(optimizer=optimizer, **kwargs)
@@ -428,6 +461,13 @@ class VQGAN(PresetMixin, Backbone):
     def metrics(self):
         active = getattr(self, "_active_metrics", ())
         return [self.trackers[n] for n in active]
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        callbacks = list(callbacks or [])
+        cfg = getattr(self, "loss_config", None)
+        if cfg and cfg["adversarial_weight"] > 0 and not self._gan_started:
+            callbacks.append(_DiscriminatorStart())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _standardize_images(self, data):
         if isinstance(data, dict):
@@ -480,28 +520,36 @@ class VQGAN(PresetMixin, Backbone):
             "batch_perplexity": out["perplexity"],
         }
         if cfg["adversarial_weight"] > 0:
-            g_adv = losses.generator_adversarial_loss(
-                self.discriminator(recon), cfg["adversarial_loss"]
-            )
-            weight = cfg["adversarial_weight"] * gan_on
-            if cfg["adaptive_adversarial_weight"]:
-                (g_rec,) = muse_backend.input_grads(image_loss, [recon])
-                (g_gan,) = muse_backend.input_grads(
-                    lambda r: losses.generator_adversarial_loss(
-                        self.discriminator(r), cfg["adversarial_loss"]
-                    ),
-                    [recon],
+
+            def adversarial_terms():
+                g_adv = losses.generator_adversarial_loss(
+                    self.discriminator(recon), cfg["adversarial_loss"]
                 )
-                ratio = ops.sqrt(ops.sum(ops.square(g_rec))) / (
-                    ops.sqrt(ops.sum(ops.square(g_gan))) + 1e-4
-                )
-                weight = weight * ops.stop_gradient(ops.clip(ratio, 0.0, 1e4))
+                weight = ops.convert_to_tensor(cfg["adversarial_weight"], "float32")
+                if cfg["adaptive_adversarial_weight"]:
+                    (g_rec,) = muse_backend.input_grads(image_loss, [recon])
+                    (g_gan,) = muse_backend.input_grads(
+                        lambda r: losses.generator_adversarial_loss(
+                            self.discriminator(r), cfg["adversarial_loss"]
+                        ),
+                        [recon],
+                    )
+                    ratio = ops.sqrt(ops.sum(ops.square(g_rec))) / (
+                        ops.sqrt(ops.sum(ops.square(g_gan))) + 1e-4
+                    )
+                    weight = weight * ops.stop_gradient(ops.clip(ratio, 0.0, 1e4))
+                return g_adv, weight
+
+            if gan_on:
+                g_adv, weight = adversarial_terms()
+            else:
+                g_adv, weight = ops.zeros(()), ops.zeros(())
             total = total + weight * g_adv
             aux["generator_adversarial_loss"] = g_adv
             aux["adversarial_weight"] = weight
         return total, aux
 
-    def _discriminator_loss(self, images, reconstructions, gan_on):
+    def _discriminator_loss(self, images, reconstructions):
         cfg = self.loss_config
         real = self.discriminator(images)
         fake = self.discriminator(reconstructions)
@@ -518,12 +566,12 @@ class VQGAN(PresetMixin, Backbone):
             loss = loss + cfg["lecam_weight"] * losses.lecam_regularization(
                 real, fake, ema[0], ema[1]
             )
-        aux = {
+        return loss, {
+            "discriminator_loss": loss,
             "r1_penalty": r1,
             "discriminator_real": ops.mean(real),
             "discriminator_fake": ops.mean(fake),
         }
-        return loss * gan_on, {**aux, "discriminator_loss": loss}
 
     def train_step(self, *args):
         return muse_backend.run_train_step(self, args, self._train_body)
@@ -531,32 +579,35 @@ class VQGAN(PresetMixin, Backbone):
     def _train_body(self, data):
         cfg = self.loss_config
         images = self._standardize_images(data)
-        gan_on = ops.cast(
-            self.optimizer.iterations >= cfg["discriminator_start"], "float32"
-        )
+        # A Python bool, fixed at trace time: before `discriminator_start` the
+        # discriminator (and R1's double backward) is not in the compiled step
+        # at all; `fit` recompiles the step once when the GAN starts.
+        gan_on = bool(getattr(self, "_gan_started", False))
         g_vars = self._generator_variables()
         loss, aux, grads = muse_backend.variable_grads(
             lambda: self._generator_loss(images, gan_on), g_vars
         )
+        recon = ops.stop_gradient(aux.pop("reconstructions"))
         variables = list(g_vars)
         if cfg["adversarial_weight"] > 0:
-            recon = ops.stop_gradient(aux.pop("reconstructions"))
             d_vars = list(self.discriminator.trainable_variables)
-            _, d_aux, d_grads = muse_backend.variable_grads(
-                lambda: self._discriminator_loss(images, recon, gan_on), d_vars
-            )
-            aux.update(d_aux)
+            if gan_on:
+                _, d_aux, d_grads = muse_backend.variable_grads(
+                    lambda: self._discriminator_loss(images, recon), d_vars
+                )
+                aux.update(d_aux)
+                ema = ops.convert_to_tensor(self.lecam_ema)
+                self.lecam_ema.assign(
+                    0.99 * ema
+                    + 0.01
+                    * ops.stack([d_aux["discriminator_real"], d_aux["discriminator_fake"]])
+                )
+            else:
+                # The discriminator's optimizer still gets (zero) gradients:
+                # the optimizer map is built over every trainable variable.
+                d_grads = [ops.zeros(v.shape, v.dtype) for v in d_vars]
             grads = list(grads) + list(d_grads)
             variables += d_vars
-            decay = 0.99
-            ema = ops.convert_to_tensor(self.lecam_ema)
-            self.lecam_ema.assign(
-                decay * ema
-                + (1 - decay)
-                * ops.stack([d_aux["discriminator_real"], d_aux["discriminator_fake"]])
-            )
-        else:
-            recon = aux.pop("reconstructions")
         self.optimizer.apply(grads, variables)
         aux["loss"] = loss
         aux["psnr"] = self._psnr(images, recon)
@@ -613,5 +664,6 @@ class VQGAN(PresetMixin, Backbone):
             discriminator_layers=self.discriminator_layers,
             trainable_encoder=self.trainable_encoder,
             dropout=self.dropout,
+            patch_size=self.patch_size,
         )
         return config

@@ -3,6 +3,7 @@ from keras import ops
 
 from keras_muse.layers.resnet_block import ResnetBlock
 from keras_muse.layers.resnet_block import group_count
+from keras_muse.layers.space_to_depth import depth_to_space
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
@@ -12,7 +13,8 @@ class VQGANDecoder(keras.layers.Layer):
     Nearest-neighbour 2x upsampling followed by a 3x3 convolution (no
     checkerboard artefacts of transposed convolutions). The paper's
     fine-tuned decoder (§2.5) is this class with `num_res_blocks=4` and
-    `base_channels=256`.
+    `base_channels=256`. `patch_size` > 1 ends with a depth-to-space
+    ("pixel shuffle") of that factor, the mirror of the encoder's patch stem.
 
     Example:
     ```python
@@ -28,9 +30,11 @@ class VQGANDecoder(keras.layers.Layer):
         num_res_blocks=2,
         output_channels=3,
         dropout=0.0,
+        patch_size=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.patch_size = patch_size
         self.base_channels = base_channels
         self.channel_multipliers = tuple(channel_multipliers)
         self.num_res_blocks = num_res_blocks
@@ -63,9 +67,11 @@ class VQGANDecoder(keras.layers.Layer):
                 ]
             )
             if level > 0:
+                # The conv after upsampling already maps to the finer level's
+                # width: the costly full-resolution conv runs on fewer channels.
                 self.upsample_convs.append(
                     keras.layers.Conv2D(
-                        channels,
+                        base_channels * self.channel_multipliers[level - 1],
                         3,
                         padding="same",
                         dtype=policy,
@@ -79,12 +85,12 @@ class VQGANDecoder(keras.layers.Layer):
             name="norm_out",
         )
         self.conv_out = keras.layers.Conv2D(
-            output_channels, 3, padding="same", dtype=policy, name="conv_out"
+            output_channels * patch_size**2, 3, padding="same", dtype=policy, name="conv_out"
         )
 
     @property
     def upsampling_factor(self):
-        return 2 ** (len(self.channel_multipliers) - 1)
+        return self.patch_size * 2 ** (len(self.channel_multipliers) - 1)
 
     def call(self, latents, training=False):
         x = self.conv_in(latents)
@@ -96,7 +102,8 @@ class VQGANDecoder(keras.layers.Layer):
             if i < len(self.upsample_convs):
                 x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
                 x = self.upsample_convs[i](x)
-        return self.conv_out(ops.silu(self.norm_out(x)))
+        x = self.conv_out(ops.silu(self.norm_out(x)))
+        return depth_to_space(x, self.patch_size)
 
     def compute_output_shape(self, input_shape):
         f = self.upsampling_factor
@@ -116,5 +123,6 @@ class VQGANDecoder(keras.layers.Layer):
             num_res_blocks=self.num_res_blocks,
             output_channels=self.output_channels,
             dropout=self.dropout,
+            patch_size=self.patch_size,
         )
         return config

@@ -3,6 +3,7 @@ from keras import ops
 
 from keras_muse.layers.resnet_block import ResnetBlock
 from keras_muse.layers.resnet_block import group_count
+from keras_muse.layers.space_to_depth import space_to_depth
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
@@ -11,6 +12,9 @@ class VQGANEncoder(keras.layers.Layer):
 
     `len(channel_multipliers) - 1` 2x average-pool downsamplings give the
     downsampling factor: (1, 1, 2, 2, 4) -> 16, (1, 2, 2, 4) -> 8, (1, 2, 4) -> 4.
+    `patch_size` > 1 first folds each p x p pixel patch into channels
+    (space-to-depth), multiplying the factor by p: the network then never runs
+    at full resolution, where few-channel convolutions are slow on CPUs.
 
     Args:
         base_channels: int, channels at full resolution (128 in the paper).
@@ -33,9 +37,11 @@ class VQGANEncoder(keras.layers.Layer):
         num_res_blocks=2,
         latent_dim=256,
         dropout=0.0,
+        patch_size=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.patch_size = patch_size
         self.base_channels = base_channels
         self.channel_multipliers = tuple(channel_multipliers)
         self.num_res_blocks = num_res_blocks
@@ -72,10 +78,10 @@ class VQGANEncoder(keras.layers.Layer):
 
     @property
     def downsampling_factor(self):
-        return 2 ** (len(self.channel_multipliers) - 1)
+        return self.patch_size * 2 ** (len(self.channel_multipliers) - 1)
 
     def call(self, images, training=False):
-        x = self.conv_in(images)
+        x = self.conv_in(space_to_depth(images, self.patch_size))
         last = len(self.levels) - 1
         for level, blocks in enumerate(self.levels):
             for block in blocks:
@@ -99,5 +105,6 @@ class VQGANEncoder(keras.layers.Layer):
             num_res_blocks=self.num_res_blocks,
             latent_dim=self.latent_dim,
             dropout=self.dropout,
+            patch_size=self.patch_size,
         )
         return config

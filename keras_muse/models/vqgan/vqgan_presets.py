@@ -31,9 +31,9 @@ VQGAN_PRESETS = {
     "vqgan_shapes_f4": {
         "description": "Captioned-shapes tokenizer: 64x64 -> 16x16 ids, codebook 1024.",
         "config": dict(
-            base_channels=32, channel_multipliers=(1, 2, 4), num_res_blocks=1,
-            latent_dim=64, codebook_size=1024, code_dim=16, discriminator_channels=32,
-            discriminator_layers=2,
+            base_channels=128, channel_multipliers=(1,), num_res_blocks=1,
+            latent_dim=64, codebook_size=1024, code_dim=16, patch_size=4,
+            discriminator_channels=32, discriminator_layers=2,
         ),
     },
     "vqgan_tiny_f4": {

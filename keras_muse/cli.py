@@ -1,0 +1,117 @@
+"""Command line: `python -m keras_muse <command> ...`.
+
+Commands:
+    train vqgan   train the image tokenizer (default: captioned shapes, 64x64)
+    reconstruct   tokenize and decode images with a trained tokenizer preset
+
+Example:
+    python -m keras_muse train vqgan --steps 300 --out reconstructions.png
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _add_train_vqgan(subparsers):
+    p = subparsers.add_parser("vqgan", help="Train the VQGAN tokenizer on captioned shapes.")
+    p.add_argument("--preset", default="vqgan_shapes_f4",
+                   help="architecture name or a preset directory to continue from")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=1.5e-3)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--num-train-images", type=int, default=20000)
+    p.add_argument("--num-eval-images", type=int, default=512)
+    p.add_argument("--perceptual-weight", type=float, default=0.0,
+                   help="0 by default: the VGG16 ImageNet weights cannot be downloaded offline")
+    p.add_argument("--adversarial-weight", type=float, default=0.1)
+    p.add_argument("--discriminator-start", type=int, default=None,
+                   help="step at which the GAN losses start (default: 85%% of --steps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="reconstructions.png", help="PNG: originals vs reconstructions")
+    p.add_argument("--save-preset", default=None, help="directory to save the trained preset to")
+    p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
+    p.add_argument("--report", default=None, help="JSON file for the measurements")
+    p.set_defaults(func=_run_train_vqgan)
+
+
+def _run_train_vqgan(args):
+    from keras_muse.training.train_vqgan import train_vqgan
+
+    for name in ("steps", "batch_size", "num_train_images", "num_eval_images"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be > 0")
+    result = train_vqgan(
+        preset=args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        resolution=args.resolution,
+        num_train_images=args.num_train_images,
+        num_eval_images=args.num_eval_images,
+        perceptual_weight=args.perceptual_weight,
+        adversarial_weight=args.adversarial_weight,
+        discriminator_start=args.discriminator_start,
+        seed=args.seed,
+        out=args.out,
+        save_preset=args.save_preset,
+        checkpoint_dir=args.checkpoint_dir,
+        report=args.report,
+    )
+    print(json.dumps(result["heldout"]))
+    return 0
+
+
+def _run_reconstruct(args):
+    import numpy as np
+    from PIL import Image
+
+    from keras_muse.models import VQGAN
+    from keras_muse.training.train_vqgan import comparison_grid
+    from keras_muse.utils.image_utils import save_png
+
+    vqgan = VQGAN.from_preset(args.preset)
+    images = []
+    for path in args.images:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            side = min(im.size)
+            left, top = (im.width - side) // 2, (im.height - side) // 2
+            im = im.crop((left, top, left + side, top + side)).resize(
+                (args.resolution, args.resolution), Image.BICUBIC
+            )
+            images.append(np.asarray(im))
+    images = np.stack(images)
+    recon = vqgan.reconstruct(images)
+    save_png(comparison_grid(images, recon, columns=min(8, len(images))), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m keras_muse", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="Train a model.")
+    _add_train_vqgan(train.add_subparsers(dest="model", required=True))
+    rec = commands.add_parser("reconstruct", help="Tokenize + decode image files.")
+    rec.add_argument("images", nargs="+")
+    rec.add_argument("--preset", required=True, help="a trained VQGAN preset directory")
+    rec.add_argument("--resolution", type=int, default=64)
+    rec.add_argument("--out", default="reconstructions.png")
+    rec.set_defaults(func=_run_reconstruct)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

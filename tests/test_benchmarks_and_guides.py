@@ -1,0 +1,28 @@
+"""Smoke runs of the benchmark script and the guides (slow: end to end)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.slow
+def test_vqgan_bench_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "vqgan_bench.py"), "--quick", "--out", str(out)],
+        check=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["encode_decode_images_per_s"] > 0 and rows[0]["train_s_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_vqgan_guide_runs(tmp_path):
+    env = {**os.environ, "KERAS_BACKEND": "jax", "GUIDE_STEPS": "4", "GUIDE_OUT": str(tmp_path)}
+    subprocess.run([sys.executable, os.path.join(ROOT, "guides", "vqgan_tokenizer.py")], check=True, timeout=900, env=env)
+    assert (tmp_path / "guide_reconstructions.png").exists()
