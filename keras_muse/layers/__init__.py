@@ -1,2 +1,5 @@
 from keras_muse.layers.resnet_block import ResnetBlock
 from keras_muse.layers.vector_quantizer import VectorQuantizer
+from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
+from keras_muse.layers.transformer_block import MuseAttention
+from keras_muse.layers.transformer_block import MuseTransformerBlock

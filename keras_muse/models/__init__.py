@@ -1,3 +1,4 @@
+from keras_muse.models.muse import MuseBackbone
 from keras_muse.models.vqgan import VQGAN
 from keras_muse.models.vqgan import VQGANDecoder
 from keras_muse.models.vqgan import VQGANDiscriminator

@@ -1,0 +1,1 @@
+from keras_muse.models.muse.muse_backbone import MuseBackbone
