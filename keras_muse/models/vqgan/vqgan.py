@@ -43,6 +43,16 @@ class _DiscriminatorStart(keras.callbacks.Callback):
         self.step += getattr(self.model, "steps_per_execution", 1) or 1
 
 
+class _LeCamState(keras.layers.Layer):
+    """Moving averages of the discriminator's real/fake outputs (LeCam)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.ema = self.add_weight(
+            shape=(2,), initializer="zeros", trainable=False, dtype="float32", name="ema"
+        )
+
+
 class _Untracked:
     """Holds an object out of Keras' attribute tracking.
 
@@ -169,20 +179,24 @@ class VQGAN(PresetMixin, Backbone):
             if discriminator_channels
             else None
         )
-        super().__init__(dtype=dtype, **kwargs)
+        factor = self.encoder.downsampling_factor
         if self.discriminator is not None:
-            # Moving averages of the discriminator's real/fake outputs (LeCam).
-            self.lecam_ema = self.add_weight(
-                shape=(2,), initializer="zeros", trainable=False,
-                dtype="float32", name="lecam_ema",
-            )
-
+            # Not part of the functional graph (a training aid), so built here;
+            # still tracked, so `fit` checkpoints and resumes it.
+            self.discriminator(ops.zeros((1, factor, factor, 3)))
+            self.lecam_state = _LeCamState(dtype="float32", name="lecam_state")
         # Loss trackers exist from the start (Keras locks state after build);
         # `compile` picks the ones its configuration reports.
         self.trackers = {
             n: keras.metrics.Mean(name=n)
             for n in _GENERATOR_METRICS + _GAN_METRICS + ("codebook_usage", "codebook_perplexity")
         }
+
+        # === Functional Model ===
+        images = keras.Input((None, None, 3), name="images")
+        quantized = self.quantizer(self.encoder(images))["quantized"]
+        reconstructions = self.decoder(quantized)
+        super().__init__(inputs=images, outputs=reconstructions, dtype=dtype, **kwargs)
 
         # === Config ===
         self.base_channels = base_channels
@@ -202,20 +216,9 @@ class VQGAN(PresetMixin, Backbone):
         self.patch_size = patch_size
         self.factor = self.encoder.downsampling_factor
 
-        # Build every weight now, so presets and checkpoints load right away.
-        self.build((None, None, None, 3))
         self.encoder.trainable = trainable_encoder
         self.quantizer.trainable = trainable_encoder
         self._compiled = {}
-
-    def build(self, input_shape=None):
-        # The sub-layers build from a one-token probe (their shapes depend
-        # only on channels, never on the image size).
-        probe = ops.zeros((1, self.factor, self.factor, 3), dtype=self.compute_dtype)
-        self.forward(probe)
-        if self.discriminator is not None:
-            self.discriminator(probe)
-        self.built = True
 
     # ------------------------------------------------------------------ steps
     # Traceable building blocks (keras-hub "step" methods): pure `keras.ops`,
@@ -227,9 +230,6 @@ class VQGAN(PresetMixin, Backbone):
         q = self.quantizer(latents, training=training)
         reconstructions = self.decoder(q["quantized"], training=training)
         return {**q, "reconstructions": ops.cast(reconstructions, "float32")}
-
-    def call(self, images, training=False):
-        return self.forward(images, training=training)["reconstructions"]
 
     def encode_step(self, images):
         """Images in [-1, 1] -> int32 ids [B, H/f, W/f] (traceable)."""
@@ -562,7 +562,7 @@ class VQGAN(PresetMixin, Backbone):
             r1 = ops.mean(ops.sum(ops.square(grad), axis=(1, 2, 3)))
             loss = loss + 0.5 * cfg["r1_weight"] * r1
         if cfg["lecam_weight"] > 0:
-            ema = ops.convert_to_tensor(self.lecam_ema)
+            ema = ops.convert_to_tensor(self.lecam_state.ema)
             loss = loss + cfg["lecam_weight"] * losses.lecam_regularization(
                 real, fake, ema[0], ema[1]
             )
@@ -596,8 +596,8 @@ class VQGAN(PresetMixin, Backbone):
                     lambda: self._discriminator_loss(images, recon), d_vars
                 )
                 aux.update(d_aux)
-                ema = ops.convert_to_tensor(self.lecam_ema)
-                self.lecam_ema.assign(
+                ema = ops.convert_to_tensor(self.lecam_state.ema)
+                self.lecam_state.ema.assign(
                     0.99 * ema
                     + 0.01
                     * ops.stack([d_aux["discriminator_real"], d_aux["discriminator_fake"]])

@@ -224,3 +224,15 @@ def test_jax_and_tensorflow_give_the_same_ids(tmp_path):
     np.testing.assert_allclose(
         np.load(tmp_path / "tf_rec.npy"), vqgan.decode(jax_ids), atol=1e-4
     )
+
+
+def test_coexists_with_other_keras_hub_backbones(images):
+    """keras-hub turns `Backbone` functional once any functional backbone is
+    built: the VQGAN must be functional too (regression: it was subclassed)."""
+    from keras_muse.models.muse import MuseBackbone
+
+    MuseBackbone.from_preset("muse_tiny", load_weights=False)
+    vqgan = make_vqgan()
+    assert vqgan.encode(images).shape == (4, 8, 8)
+    assert len(vqgan.discriminator.trainable_variables) > 0
+    assert set(map(id, vqgan.discriminator.weights)) <= set(map(id, vqgan.weights))

@@ -50,7 +50,7 @@ def test_gan_training_updates_both_players_with_their_own_optimizers():
     d_paths = {v.path for v in vqgan.discriminator.trainable_variables}
     d_slots = {v.path for v in d_opt.variables}
     assert any(p.replace("/", "_") in s for p in d_paths for s in d_slots) or len(d_opt.variables) > 2
-    assert float(np.abs(np.asarray(vqgan.lecam_ema)).sum()) > 0
+    assert float(np.abs(np.asarray(vqgan.lecam_state.ema)).sum()) > 0
 
 
 def test_discriminator_start_delays_gan():
