@@ -3,3 +3,9 @@ from keras_muse.layers.vector_quantizer import VectorQuantizer
 from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
 from keras_muse.layers.transformer_block import MuseAttention
 from keras_muse.layers.transformer_block import MuseTransformerBlock
+from keras_muse.layers.masked_token_loss import masked_token_accuracy
+from keras_muse.layers.masked_token_loss import masked_token_loss
+from keras_muse.layers.masking import MaskTokens
+from keras_muse.layers.masking import apply_mask
+from keras_muse.layers.masking import sample_token_mask
+from keras_muse.layers.masking import scheduled_mask_count
