@@ -45,6 +45,7 @@ import warnings
 
 import numpy as np
 
+from keras_muse.models.text.text_preprocessor import standardize_prompts
 from keras_muse.models.text.text_preprocessor import PromptTruncationWarning
 
 FORMAT_VERSION = 1
@@ -103,16 +104,7 @@ def _check_captions(captions):
     captions = list(captions)
     if not captions:
         raise ValueError("`captions` must hold at least one caption. Received an empty list.")
-    out = []
-    for i, c in enumerate(captions):
-        if isinstance(c, (bytes, np.bytes_)):
-            c = bytes(c).decode("utf-8")
-        if not isinstance(c, (str, np.str_)):
-            raise ValueError(
-                f"`captions` must contain only strings. Received {type(c).__name__} at index {i}: {c!r}"
-            )
-        out.append(str(c))
-    return out
+    return standardize_prompts(captions, "captions")
 
 
 def _report_truncation(caught, num_unique, sequence_length):
