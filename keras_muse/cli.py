@@ -2,6 +2,7 @@
 
 Commands:
     train vqgan   train the image tokenizer (default: captioned shapes, 64x64)
+    train muse    train the base masked transformer on a tokenizer's ids + captions
     reconstruct   tokenize and decode images with a trained tokenizer preset
 
 Example:
@@ -36,6 +37,65 @@ def _add_train_vqgan(subparsers):
     p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
     p.add_argument("--report", default=None, help="JSON file for the measurements")
     p.set_defaults(func=_run_train_vqgan)
+
+
+def _add_train_muse(subparsers):
+    p = subparsers.add_parser("muse", help="Train the base masked transformer on captioned shapes.")
+    p.add_argument("--vqgan-preset", required=True, help="a trained VQGAN preset directory")
+    p.add_argument("--text-encoder", default="muse_text_tiny",
+                   help="text encoder preset name or directory (trained jointly)")
+    p.add_argument("--hidden-dim", type=int, default=256)
+    p.add_argument("--num-layers", type=int, default=4)
+    p.add_argument("--num-heads", type=int, default=4)
+    p.add_argument("--mlp-dim", type=int, default=1024)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=100)
+    p.add_argument("--condition-dropout", type=float, default=0.1)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--num-train-images", type=int, default=20000)
+    p.add_argument("--num-eval-images", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-preset", default=None, help="directory to save the trained task preset to")
+    p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
+    p.add_argument("--report", default=None, help="JSON file for the measurements")
+    p.set_defaults(func=_run_train_muse)
+
+
+def _run_train_muse(args):
+    from keras_muse.training.train_muse import train_muse
+
+    for name in ("steps", "batch_size", "num_train_images", "num_eval_images", "hidden_dim", "num_layers"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be > 0")
+    if not os.path.isdir(args.vqgan_preset):
+        raise SystemExit(f"--vqgan-preset {args.vqgan_preset!r} is not a preset directory "
+                         "(train one with `python -m keras_muse train vqgan --save-preset DIR`)")
+    result = train_muse(
+        vqgan_preset=args.vqgan_preset,
+        text_encoder=args.text_encoder,
+        hidden_dim=args.hidden_dim,
+        num_layers=args.num_layers,
+        num_heads=args.num_heads,
+        mlp_dim=args.mlp_dim,
+        dropout=args.dropout,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        condition_dropout=args.condition_dropout,
+        label_smoothing=args.label_smoothing,
+        num_train_images=args.num_train_images,
+        num_eval_images=args.num_eval_images,
+        seed=args.seed,
+        save_preset=args.save_preset,
+        checkpoint_dir=args.checkpoint_dir,
+        report=args.report,
+    )
+    print(json.dumps(result["heldout_masked_token_accuracy"]))
+    return 0
 
 
 def _run_train_vqgan(args):
@@ -97,7 +157,9 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="Train a model.")
-    _add_train_vqgan(train.add_subparsers(dest="model", required=True))
+    models = train.add_subparsers(dest="model", required=True)
+    _add_train_vqgan(models)
+    _add_train_muse(models)
     rec = commands.add_parser("reconstruct", help="Tokenize + decode image files.")
     rec.add_argument("images", nargs="+")
     rec.add_argument("--preset", required=True, help="a trained VQGAN preset directory")

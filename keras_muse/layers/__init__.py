@@ -9,3 +9,4 @@ from keras_muse.layers.masking import MaskTokens
 from keras_muse.layers.masking import apply_mask
 from keras_muse.layers.masking import sample_token_mask
 from keras_muse.layers.masking import scheduled_mask_count
+from keras_muse.layers.masking import sample_condition_dropout

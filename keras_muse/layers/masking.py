@@ -238,6 +238,31 @@ def sample_token_mask(
     return mask
 
 
+def sample_condition_dropout(batch_size, rate, seed=None):
+    """Which examples train with the unconditional prompt (Muse §2.7).
+
+    Each example is dropped independently with probability `rate` (0.1 in
+    the paper), which is what classifier-free guidance needs at sampling.
+
+    Args:
+        batch_size: int (or scalar int tensor).
+        rate: float in [0, 1].
+        seed: int, `keras.random.SeedGenerator` or None.
+
+    Returns:
+        bool tensor `(batch_size,)`, True = use the unconditional prompt.
+
+    Example:
+    ```python
+    drop = sample_condition_dropout(512, 0.1, seed=keras.random.SeedGenerator(0))
+    ```
+    """
+    _check_int("batch_size", batch_size, 1)
+    if not _is_python_number(rate) or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"`rate` must be a number in [0, 1]. Received: rate={rate!r}")
+    return ops.less(keras.random.uniform((batch_size,), dtype="float32", seed=seed), rate)
+
+
 def apply_mask(token_ids, mask, mask_token_id):
     """Replaces the ids where `mask` is true by `mask_token_id`.
 

@@ -45,10 +45,11 @@ import warnings
 
 import numpy as np
 
+from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
 from keras_muse.models.text.text_preprocessor import standardize_prompts
 from keras_muse.models.text.text_preprocessor import PromptTruncationWarning
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _ARRAYS = ("caption_index", "text_embeddings", "text_padding_mask")
 _DTYPES = ("float32", "float16")
 
@@ -230,6 +231,9 @@ class TextEmbeddingCache:
         path = os.path.abspath(os.fspath(path))
         rows = {}
         caption_index = np.array([rows.setdefault(c, len(rows)) for c in captions], "int32")
+        # The empty prompt is always encoded too: condition dropout in
+        # training replaces a caption's embeddings with it (paper §2.7).
+        unconditional_row = rows.setdefault(UNCONDITIONAL_PROMPT, len(rows))
         unique = list(rows)
         sequence_length = int(text_encoder.preprocessor.sequence_length)
         hidden_dim = int(text_encoder.hidden_dim)
@@ -269,6 +273,7 @@ class TextEmbeddingCache:
                     "format_version": FORMAT_VERSION,
                     "num_captions": len(captions),
                     "num_unique": len(unique),
+                    "unconditional_row": unconditional_row,
                     "sequence_length": sequence_length,
                     "hidden_dim": hidden_dim,
                     "dtype": dtype,
@@ -336,10 +341,10 @@ class TextEmbeddingCache:
             return
         # Spread over the cache: the first and last rows, then between.
         rows = np.unique(np.linspace(0, self.meta["num_unique"] - 1, num_verify).astype(int))
-        first_caption = {}
+        row_prompt = {int(self.meta["unconditional_row"]): UNCONDITIONAL_PROMPT}
         for i, row in enumerate(np.asarray(self.caption_index)):
-            first_caption.setdefault(int(row), i)
-        prompts = [self.captions[first_caption[int(r)]] for r in rows]
+            row_prompt.setdefault(int(row), self.captions[i])
+        prompts = [row_prompt[int(r)] for r in rows]
         fresh, _ = text_encoder.encode_text(prompts, batch_size=len(prompts))
         stored = np.asarray(self.text_embeddings[rows], "float32")
         # Batches here differ from the build's; in float32 that changes
@@ -355,6 +360,15 @@ class TextEmbeddingCache:
                 "encoder's current weights (re-encoded captions differ by up to "
                 f"{float(np.abs(fresh - stored).max()):.3g}). Rebuild it."
             )
+
+    def unconditional(self):
+        """`(embeddings [L, D], padding_mask [L])` of the empty prompt, for
+        `MuseTextToImage.compile(unconditional_text_embeddings=...)`."""
+        row = int(self.meta["unconditional_row"])
+        return (
+            np.asarray(self.text_embeddings[row], "float32"),
+            np.asarray(self.text_padding_mask[row], bool),
+        )
 
     def __len__(self):
         return len(self.captions)

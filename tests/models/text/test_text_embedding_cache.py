@@ -35,7 +35,8 @@ def test_build_reports_truncation_once(encoder, captions, tmp_path):
 
 
 def test_round_trip_is_exact(built, encoder, cache_captions):
-    assert len(built) == 24 and built.meta["num_unique"] == 20
+    # 20 distinct captions + the empty prompt, always stored.
+    assert len(built) == 24 and built.meta["num_unique"] == 21
     assert not [p for p in os.listdir(os.path.dirname(built.path)) if p.startswith(".")]
     loaded = TextEmbeddingCache.load(built.path, cache_captions, encoder)
     assert loaded.captions == cache_captions
@@ -45,6 +46,14 @@ def test_round_trip_is_exact(built, encoder, cache_captions):
     np.testing.assert_array_equal(out["text_padding_mask"], mask)
     assert out["text_embeddings"].dtype == np.float32 and out["text_padding_mask"].dtype == bool
     np.testing.assert_array_equal(loaded[21]["text_embeddings"], embeddings[1])
+
+
+def test_unconditional_embeddings_are_the_empty_prompts(built, encoder):
+    emb, mask = built.unconditional()
+    expected_emb, expected_mask = encoder.encode_text([""])
+    np.testing.assert_allclose(emb, expected_emb[0], atol=1e-6)
+    np.testing.assert_array_equal(mask, expected_mask[0])
+    assert mask.sum() == 1  # the end token only
 
 
 def test_stale_captions_are_detected(built, cache_captions):

@@ -1,0 +1,540 @@
+"""The Muse text-to-image Task: training with `fit` (and, later, generation)."""
+
+import json
+import os
+import shutil
+import uuid
+
+import keras
+import numpy as np
+from keras import ops
+from keras_hub.models import TextToImage
+
+from keras_muse import backend as muse_backend
+from keras_muse.layers.masked_token_loss import masked_token_accuracy
+from keras_muse.layers.masked_token_loss import masked_token_loss
+from keras_muse.layers.masking import SCHEDULES
+from keras_muse.layers.masking import apply_mask
+from keras_muse.layers.masking import sample_condition_dropout
+from keras_muse.layers.masking import sample_token_mask
+from keras_muse.models.muse.muse_backbone import MuseBackbone
+from keras_muse.models.muse.training_inputs import standardize_training_inputs
+from keras_muse.models.muse.training_inputs import validate_training_arrays
+from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
+from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
+from keras_muse.models.text.text_preprocessor import MuseTextPreprocessor
+from keras_muse.models.vqgan.vqgan import VQGAN
+
+TASK_CONFIG_FILE = "task.json"
+_METRICS = ("loss", "masked_accuracy")
+
+
+def _check_rate(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
+    return float(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_muse")
+class MuseTextToImage(TextToImage):
+    """Muse: text -> image tokens -> image (paper §2). Train it with `fit`.
+
+    Holds the base masked transformer (`backbone`, a `MuseBackbone`), and
+    optionally the text encoder (`text_encoder`, a `MuseTextEncoder`, frozen
+    unless `trainable_text_encoder=True`) and the image tokenizer (`vqgan`, a
+    `VQGAN`, always frozen).
+
+    `fit` trains the transformer as the paper does (§2.3, §2.6, §2.7): inside
+    every train step, a masking rate r = cos(π/2·u) is drawn per example, and
+    ceil(r·N) random image tokens are replaced by [MASK]; a fraction
+    `condition_dropout` of the examples get the unconditional (empty) prompt;
+    the loss is the cross-entropy on masked positions only (label smoothing
+    `label_smoothing`), reported with the masked-token accuracy. The masks
+    come from the task's `SeedGenerator`: fresh every step, reproducible for
+    a `seed`. Training data is any of (tuples or dicts, arrays or datasets):
+
+    - `(token_ids, prompts)`: int ids `[B, h, w]` or `[B, N]` + strings
+      (tokenized by the text encoder's preprocessor in the input pipeline);
+    - `(images, prompts)`: uint8 or [-1, 1] images `[B, H, W, 3]`, tokenized
+      in the step by the attached frozen `vqgan`;
+    - `(token_ids, (text_embeddings, text_padding_mask))`: precomputed text
+      embeddings (e.g. a `TextEmbeddingCache`), no text encoder needed;
+    - dicts with keys `"token_ids"` or `"images"`, and `"prompts"`, or
+      `"text_embeddings"` + `"text_padding_mask"`, or `"text_token_ids"` +
+      `"text_padding_mask"` (already tokenized).
+
+    Args:
+        backbone: `MuseBackbone`.
+        text_encoder: `MuseTextEncoder` or None (precomputed embeddings).
+        vqgan: `VQGAN` or None (training on token ids).
+        preprocessor: `MuseTextPreprocessor`; default: the text encoder's.
+        trainable_text_encoder: bool, train the text encoder jointly (the
+            shapes domain, where no pre-trained T5 can be had); default False.
+        condition_dropout: float, fraction of examples trained with the
+            unconditional prompt (0.1, paper §2.7).
+        mask_schedule: masking-rate schedule for training, one of
+            `keras_muse.layers.masking.SCHEDULES` ("cosine").
+        label_smoothing: float (0.1, MaskGIT).
+        seed: int or None, seeds masks and condition dropout.
+
+    Example:
+    ```python
+    task = MuseTextToImage(
+        backbone=MuseBackbone.from_preset("muse_tiny", load_weights=False,
+                                          codebook_size=1024, grid_size=16,
+                                          text_dim=64),
+        text_encoder=MuseTextEncoder.from_preset("muse_text_tiny", load_weights=False),
+        trainable_text_encoder=True,
+    )
+    task.compile(optimizer=keras.optimizers.AdamW(3e-4))
+    task.fit((token_ids, captions), batch_size=32, epochs=1)  # ids [B, 16, 16]
+    task.save_to_preset("./my_muse")
+    ```
+    """
+
+    backbone_cls = MuseBackbone
+    preprocessor_cls = MuseTextPreprocessor
+
+    def __init__(
+        self,
+        backbone,
+        text_encoder=None,
+        vqgan=None,
+        preprocessor=None,
+        trainable_text_encoder=False,
+        condition_dropout=0.1,
+        mask_schedule="cosine",
+        label_smoothing=0.1,
+        seed=None,
+        **kwargs,
+    ):
+        if not isinstance(backbone, MuseBackbone):
+            raise ValueError(f"`backbone` must be a MuseBackbone. Received: {type(backbone).__name__}")
+        if text_encoder is not None and not isinstance(text_encoder, MuseTextEncoder):
+            raise ValueError(
+                f"`text_encoder` must be a MuseTextEncoder or None. Received: {type(text_encoder).__name__}"
+            )
+        if vqgan is not None and not isinstance(vqgan, VQGAN):
+            raise ValueError(f"`vqgan` must be a VQGAN or None. Received: {type(vqgan).__name__}")
+        if text_encoder is not None and text_encoder.hidden_dim != backbone.text_dim:
+            raise ValueError(
+                f"The text encoder's width ({text_encoder.hidden_dim}) must equal the "
+                f"backbone's `text_dim` ({backbone.text_dim})."
+            )
+        if vqgan is not None and vqgan.codebook_size != backbone.codebook_size:
+            raise ValueError(
+                f"The VQGAN's codebook ({vqgan.codebook_size}) must equal the "
+                f"backbone's `codebook_size` ({backbone.codebook_size})."
+            )
+        if trainable_text_encoder and text_encoder is None:
+            raise ValueError("`trainable_text_encoder=True` needs a `text_encoder`.")
+        if mask_schedule not in SCHEDULES:
+            raise ValueError(f"`mask_schedule` must be one of {SCHEDULES}. Received: {mask_schedule!r}")
+        if preprocessor is None and text_encoder is not None:
+            preprocessor = text_encoder.preprocessor
+
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+        self.text_encoder = text_encoder
+        self.vqgan = vqgan
+        if text_encoder is not None:
+            text_encoder.trainable = bool(trainable_text_encoder)
+        if vqgan is not None:
+            vqgan.trainable = False
+        self.seed_generator = keras.random.SeedGenerator(seed, name="train_seed")
+        # Created before the functional init: Keras locks tracking after it.
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in _METRICS}
+
+        # === Functional Model ===
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.trainable_text_encoder = bool(trainable_text_encoder)
+        self.condition_dropout = _check_rate("condition_dropout", condition_dropout)
+        self.mask_schedule = mask_schedule
+        self.label_smoothing = _check_rate("label_smoothing", label_smoothing)
+        if self.label_smoothing >= 1.0:
+            raise ValueError(f"`label_smoothing` must be < 1. Received: {label_smoothing}")
+        self.seed = seed
+        self._unconditional = {}
+
+    # ------------------------------------------------------------- training
+    def compile(self, optimizer="auto", unconditional_text_embeddings=None, **kwargs):
+        """Configures training.
+
+        Args:
+            optimizer: "auto" is AdamW with the paper's App. A.1 settings
+                (β = (0.9, 0.96), weight decay 0.045; lr 1e-4 with no schedule:
+                pass your own optimizer for warm-up + cosine decay), or any
+                Keras optimizer.
+            unconditional_text_embeddings: `(embeddings [L, D], padding_mask
+                [L])` of the empty prompt, used for condition dropout when
+                training on precomputed embeddings without a text encoder
+                (`TextEmbeddingCache.unconditional()` gives them).
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.AdamW(
+                1e-4, beta_1=0.9, beta_2=0.96, weight_decay=0.045, clipnorm=1.0
+            )
+        for name in ("loss", "metrics"):
+            if kwargs.get(name) not in (None, "auto"):
+                raise ValueError(
+                    f"MuseTextToImage computes its own loss and metrics (masked-token "
+                    f"cross-entropy and accuracy); do not pass `{name}`."
+                )
+            kwargs.pop(name, None)
+        if unconditional_text_embeddings is not None:
+            emb, mask = unconditional_text_embeddings
+            emb, mask = np.asarray(emb, "float32"), np.asarray(mask, bool)
+            if emb.ndim == 3 and emb.shape[0] == 1:
+                emb, mask = emb[0], mask[0]
+            if emb.ndim != 2 or emb.shape[-1] != self.backbone.text_dim or mask.shape != emb.shape[:1]:
+                raise ValueError(
+                    "`unconditional_text_embeddings` must be (embeddings [L, "
+                    f"{self.backbone.text_dim}], padding_mask [L]). Received shapes "
+                    f"{emb.shape} and {mask.shape}."
+                )
+            self._unconditional["embeddings"] = (emb, mask)
+        keras.Model.compile(self, optimizer=optimizer, **kwargs)
+        self.generate_function = None
+
+    @property
+    def metrics(self):
+        return [self.trackers[n] for n in _METRICS]
+
+    def preprocess_samples(self, x, y=None, sample_weight=None):
+        x = standardize_training_inputs(x, y)
+        if "prompts" in x:
+            prompts = x.pop("prompts")
+            if self.preprocessor is None:
+                raise ValueError(
+                    "Training on prompts needs a text preprocessor: attach a "
+                    "`text_encoder` with one, or train on precomputed text embeddings."
+                )
+            tokens = self.preprocessor(prompts)
+            x["text_token_ids"] = tokens["token_ids"]
+            x["text_padding_mask"] = tokens["padding_mask"]
+        return x
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self._check_arrays(x, y)
+        self._prepare_unconditional()
+        keys = self._data_keys(x, y)
+        if self.condition_dropout > 0 and "text_embeddings" in keys:
+            # Raised here, not while tracing the step (which would leave
+            # half-built optimizer state behind).
+            self.unconditional_text_embeddings()
+        return super().fit(x, y, *args, **kwargs)
+
+    @staticmethod
+    def _data_keys(x, y):
+        """The standardized keys of the training data, where they can be told
+        without reading it (in-memory data, or a tf.data element spec)."""
+        spec = getattr(x, "element_spec", None)
+        try:
+            if spec is not None:
+                return set(standardize_training_inputs(*keras.utils.unpack_x_y_sample_weight(spec)[:2]))
+            if y is None and not isinstance(x, (tuple, list, dict)):
+                return set()
+            return set(standardize_training_inputs(x, y))
+        except ValueError:
+            return set()
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self._check_arrays(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _check_arrays(self, x, y):
+        """Eager checks of in-memory training data (datasets are checked by
+        shape when the step is traced)."""
+        if y is None and not isinstance(x, (tuple, list, dict)):
+            return  # a dataset or generator: checked by shape in the step
+        data = standardize_training_inputs(x, y)
+        if not all(hasattr(v, "shape") or isinstance(v, (list, str)) for v in data.values()):
+            return
+        validate_training_arrays(
+            data,
+            num_tokens=self.backbone.num_tokens,
+            grid_size=self.backbone.grid_size,
+            codebook_size=self.backbone.codebook_size,
+            text_dim=self.backbone.text_dim,
+            has_vqgan=self.vqgan is not None,
+        )
+
+    def _prepare_unconditional(self):
+        """The empty prompt's tokens (and frozen embeddings), computed eagerly:
+        the train step only reads these constants."""
+        if self.condition_dropout == 0 or self.preprocessor is None:
+            return
+        if "tokens" not in self._unconditional:
+            tokens = self.preprocessor([UNCONDITIONAL_PROMPT])
+            self._unconditional["tokens"] = (
+                np.asarray(ops.convert_to_numpy(tokens["token_ids"]), "int32")[0],
+                np.asarray(ops.convert_to_numpy(tokens["padding_mask"]), bool)[0],
+            )
+        if self.text_encoder is not None and not self.trainable_text_encoder:
+            self.unconditional_text_embeddings()
+
+    def _unconditional_tokens(self, length):
+        if "tokens" not in self._unconditional:
+            raise ValueError(
+                "Condition dropout on text token ids needs the task's `preprocessor` "
+                "to tokenize the empty prompt."
+            )
+        ids, mask = self._unconditional["tokens"]
+        if length is not None and ids.shape[0] != length:
+            raise ValueError(
+                f"The training text token ids have length {length}, but the "
+                f"preprocessor packs to {ids.shape[0]}: tokenize with the task's preprocessor."
+            )
+        return ids, mask
+
+    def unconditional_text_embeddings(self):
+        """`(embeddings [L, D], padding_mask [L])` of the empty prompt."""
+        if "embeddings" not in self._unconditional:
+            if self.text_encoder is None or self.preprocessor is None:
+                raise ValueError(
+                    "Condition dropout on precomputed text embeddings needs the "
+                    "empty prompt's embeddings: attach a `text_encoder`, or pass "
+                    "`compile(unconditional_text_embeddings=cache.unconditional())`, "
+                    "or set `condition_dropout=0`."
+                )
+            emb, mask = self.text_encoder.encode_text([UNCONDITIONAL_PROMPT])
+            self._unconditional["embeddings"] = (emb[0], mask[0])
+        return self._unconditional["embeddings"]
+
+    def _image_token_ids(self, x):
+        if "token_ids" in x:
+            ids = ops.cast(x["token_ids"], "int32")
+        else:
+            images = x["images"]
+            if "int" in str(images.dtype):
+                images = ops.cast(images, "float32") / 127.5 - 1.0
+            ids = ops.stop_gradient(self.vqgan.encode_step(ops.cast(images, "float32")))
+        shape = tuple(ids.shape)
+        num_tokens = int(np.prod(shape[1:])) if all(s is not None for s in shape[1:]) else None
+        if num_tokens != self.backbone.num_tokens:
+            raise ValueError(
+                f"Image token ids must have {self.backbone.num_tokens} tokens per example "
+                f"(grid {self.backbone.grid_size}). Received shape {shape}."
+            )
+        return ops.reshape(ids, (-1, self.backbone.num_tokens))
+
+    def _text_embeddings(self, x, drop, training):
+        """Text embeddings and padding mask, with the dropped examples'
+        text replaced by the unconditional prompt."""
+        mask = ops.cast(x["text_padding_mask"], "bool")
+        length = mask.shape[1]
+        if "text_token_ids" in x:
+            token_ids = ops.cast(x["text_token_ids"], "int32")
+            if drop is not None:
+                u_ids, u_mask = self._unconditional_tokens(length)
+                token_ids = ops.where(drop[:, None], u_ids[None, :], token_ids)
+                mask = ops.where(drop[:, None], u_mask[None, :], mask)
+            embeddings = self.text_encoder(
+                {"token_ids": token_ids, "padding_mask": ops.cast(mask, "int32")},
+                training=training and self.trainable_text_encoder,
+            )
+            return embeddings, mask
+        embeddings = ops.cast(x["text_embeddings"], self.backbone.compute_dtype)
+        if drop is not None:
+            u_emb, u_mask = self.unconditional_text_embeddings()
+            if u_emb.shape[0] != length:
+                raise ValueError(
+                    f"The precomputed text embeddings have length {length}, but the "
+                    f"unconditional embeddings have {u_emb.shape[0]}."
+                )
+            embeddings = ops.where(drop[:, None, None], ops.cast(u_emb[None], embeddings.dtype), embeddings)
+            mask = ops.where(drop[:, None], u_mask[None, :], mask)
+        return embeddings, mask
+
+    def _check_batch(self, x, ids):
+        text = x.get("text_token_ids", x.get("text_embeddings"))
+        b_img, b_txt = ids.shape[0], text.shape[0]
+        if b_img is not None and b_txt is not None and b_img != b_txt:
+            raise ValueError(
+                f"The text batch ({b_txt}) must equal the image batch ({b_img})."
+            )
+        if "text_embeddings" in x and text.shape[-1] != self.backbone.text_dim:
+            raise ValueError(
+                f"`text_embeddings` must be [batch, length, {self.backbone.text_dim}]. "
+                f"Received shape {tuple(text.shape)}."
+            )
+        if "text_token_ids" in x and self.text_encoder is None:
+            raise ValueError("Training on text token ids needs a `text_encoder`.")
+
+    def _masked_forward(self, x, training):
+        """Draws the masks, runs the model; returns (loss, logs) inputs."""
+        ids = self._image_token_ids(x)
+        self._check_batch(x, ids)
+        batch = ops.shape(ids)[0]
+        token_mask = sample_token_mask(
+            batch, self.backbone.num_tokens, schedule=self.mask_schedule, seed=self.seed_generator
+        )
+        drop = None
+        if training and self.condition_dropout > 0:
+            drop = sample_condition_dropout(batch, self.condition_dropout, seed=self.seed_generator)
+        masked_ids = apply_mask(ids, token_mask, self.backbone.mask_token_id)
+
+        def loss_fn():
+            embeddings, text_mask = self._text_embeddings(x, drop, training)
+            logits = self.backbone(
+                {
+                    "token_ids": masked_ids,
+                    "text_embeddings": embeddings,
+                    "text_padding_mask": text_mask,
+                },
+                training=training,
+            )
+            loss = masked_token_loss(ids, logits, token_mask, self.label_smoothing)
+            accuracy = masked_token_accuracy(ids, ops.stop_gradient(logits), token_mask)
+            return loss, {"masked_accuracy": accuracy}
+
+        return loss_fn
+
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        # Every model the task holds is built at construction; only the
+        # optimizer is left. Keras' generic path would call the functional
+        # graph (the backbone's inputs) on the raw training dict instead.
+        if self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def train_step(self, *args):
+        return muse_backend.run_train_step(self, args, self._train_body)
+
+    def _train_body(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        loss_fn = self._masked_forward(x, training=True)
+        variables = list(self.trainable_variables)
+        loss, aux, grads = muse_backend.variable_grads(loss_fn, variables)
+        self.optimizer.apply(grads, variables)
+        return self._update_metrics({"loss": loss, **aux})
+
+    def test_step(self, *args):
+        return muse_backend.run_test_step(self, args, self._test_body)
+
+    def _test_body(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        loss, aux = self._masked_forward(x, training=False)()
+        return self._update_metrics({"loss": loss, **aux})
+
+    def _update_metrics(self, values):
+        for name, tracker in self.trackers.items():
+            tracker.update_state(values[name])
+        return {n: t.result() for n, t in self.trackers.items()}
+
+    # -------------------------------------------------------------- presets
+    def get_config(self):
+        return {
+            "backbone": keras.layers.serialize(self.backbone),
+            "text_encoder": keras.layers.serialize(self.text_encoder) if self.text_encoder else None,
+            "vqgan": keras.layers.serialize(self.vqgan) if self.vqgan else None,
+            "preprocessor": keras.layers.serialize(self.preprocessor) if self.preprocessor else None,
+            "trainable_text_encoder": self.trainable_text_encoder,
+            "condition_dropout": self.condition_dropout,
+            "mask_schedule": self.mask_schedule,
+            "label_smoothing": self.label_smoothing,
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("backbone", "text_encoder", "vqgan", "preprocessor"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.layers.deserialize(config[key])
+        return cls(**config)
+
+    def _task_settings(self):
+        return {
+            "trainable_text_encoder": self.trainable_text_encoder,
+            "condition_dropout": self.condition_dropout,
+            "mask_schedule": self.mask_schedule,
+            "label_smoothing": self.label_smoothing,
+        }
+
+    def save_to_preset(self, preset_dir):
+        """Saves the task as a directory of keras-hub presets, atomically.
+
+        ```
+        preset_dir/
+          config.json, model.weights.h5, metadata.json   the MuseBackbone
+          text_encoder/                                  MuseTextEncoder (+ tokenizer)
+          vqgan/                                         VQGAN
+          task.json                                      the task's settings
+        ```
+        A crash mid-save leaves any previous preset at `preset_dir` intact.
+        """
+        preset_dir = os.path.abspath(os.fspath(preset_dir))
+        parent = os.path.dirname(preset_dir)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(preset_dir)}.tmp-{uuid.uuid4().hex}")
+        try:
+            self.backbone.save_to_preset(tmp)
+            components = {}
+            for name in ("text_encoder", "vqgan"):
+                model = getattr(self, name)
+                if model is not None:
+                    model.save_to_preset(os.path.join(tmp, name))
+                    components[name] = name
+            with open(os.path.join(tmp, TASK_CONFIG_FILE), "w", encoding="utf-8") as f:
+                json.dump(
+                    {
+                        "registered_name": keras.saving.get_registered_name(type(self)),
+                        "config": self._task_settings(),
+                        "components": components,
+                    },
+                    f,
+                    indent=2,
+                )
+            if os.path.exists(preset_dir):
+                old = tmp + ".old"
+                os.rename(preset_dir, old)
+                os.rename(tmp, preset_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, preset_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Loads a task saved by `save_to_preset` (or wraps a backbone preset).
+
+        Args:
+            preset: a preset directory, or a `MuseBackbone` preset name (then
+                no text encoder or VQGAN is attached).
+            load_weights: bool.
+            **kwargs: task settings (`condition_dropout`, `seed`, ...) that
+                override the saved ones.
+        """
+        if not isinstance(preset, (str, os.PathLike)):
+            raise ValueError(f"`preset` must be a preset name or a path. Received: {preset!r}")
+        preset = os.fspath(preset)
+        task_file = os.path.join(preset, TASK_CONFIG_FILE)
+        if not os.path.isfile(task_file):
+            backbone = MuseBackbone.from_preset(preset, load_weights=load_weights)
+            return cls(backbone=backbone, **kwargs)
+        try:
+            with open(task_file, encoding="utf-8") as f:
+                spec = json.load(f)
+            settings, components = dict(spec["config"]), dict(spec.get("components", {}))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"`preset` {preset!r}: {TASK_CONFIG_FILE} is unreadable or corrupt ({e}).") from None
+        if spec.get("registered_name") != keras.saving.get_registered_name(cls):
+            raise ValueError(
+                f"`preset` {preset!r} holds a {spec.get('registered_name')!r}, not a {cls.__name__}."
+            )
+        backbone = MuseBackbone.from_preset(preset, load_weights=load_weights)
+        loaded = {}
+        for name, model_cls in (("text_encoder", MuseTextEncoder), ("vqgan", VQGAN)):
+            if name in components:
+                loaded[name] = model_cls.from_preset(
+                    os.path.join(preset, components[name]), load_weights=load_weights
+                )
+        settings.update(kwargs)
+        return cls(backbone=backbone, **loaded, **settings)

@@ -1,0 +1,187 @@
+"""The base-transformer training recipe on the captioned-shapes dataset.
+
+Used by `examples/train_muse.py` and `python -m keras_muse train muse`, so the
+two never drift apart. The trained tokenizer turns shapes images into 16x16
+ids once; the tiny T5-architecture text encoder (shapes vocabulary) trains
+jointly with the transformer (`trainable_text_encoder=True`: no pre-trained
+T5 can be downloaded here); `fit` does the masking and condition dropout.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from keras_muse.datasets import shapes
+from keras_muse.layers.masking import apply_mask
+from keras_muse.layers.masking import sample_token_mask
+from keras_muse.models.muse.muse_backbone import MuseBackbone
+from keras_muse.models.muse.muse_text_to_image import MuseTextToImage
+from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
+from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
+from keras_muse.models.vqgan.vqgan import VQGAN
+from keras_muse.training.train_vqgan import warmup_cosine
+
+
+def masked_token_accuracy_report(task, token_ids, captions, rates=("schedule", 0.5, 0.9), seed=0, batch_size=64):
+    """Masked-token accuracy with the real captions vs the empty prompt.
+
+    Both conditions see exactly the same masks (drawn once from `seed`), so
+    the difference is what the text contributes. `rates`: "schedule" draws
+    one rate per example from the task's training schedule; a float masks
+    that fraction of every example.
+
+    Returns `{rate: {"conditional": acc, "unconditional": acc}}`.
+    """
+    backbone = task.backbone
+    ids = np.asarray(token_ids).reshape(len(token_ids), -1).astype("int32")
+    n, num_tokens = ids.shape
+    text_emb, text_mask = task.text_encoder.encode_text(list(captions), batch_size=batch_size)
+    null_emb, null_mask = task.text_encoder.encode_text([UNCONDITIONAL_PROMPT])
+    null_emb = np.repeat(null_emb, n, 0)
+    null_mask = np.repeat(null_mask, n, 0)
+    report = {}
+    for rate in rates:
+        mask = np.asarray(
+            sample_token_mask(
+                n, num_tokens, schedule=task.mask_schedule, seed=seed,
+                rates=None if rate == "schedule" else float(rate),
+            )
+        )
+        masked = np.asarray(apply_mask(ids, mask, backbone.mask_token_id))
+        row = {}
+        for name, (emb, tmask) in (("conditional", (text_emb, text_mask)), ("unconditional", (null_emb, null_mask))):
+            correct = total = 0
+            for start in range(0, n, batch_size):
+                sl = slice(start, start + batch_size)
+                logits = backbone.predict_on_batch(
+                    {"token_ids": masked[sl], "text_embeddings": emb[sl], "text_padding_mask": tmask[sl]}
+                )
+                pred = np.argmax(logits, -1)
+                correct += int(np.sum((pred == ids[sl]) & mask[sl]))
+                total += int(np.sum(mask[sl]))
+            row[name] = correct / max(total, 1)
+        report[str(rate)] = row
+    return report
+
+
+def train_muse(
+    vqgan_preset,
+    text_encoder="muse_text_tiny",
+    hidden_dim=256,
+    num_layers=4,
+    num_heads=4,
+    mlp_dim=1024,
+    dropout=0.1,
+    steps=1000,
+    batch_size=32,
+    learning_rate=1e-3,
+    warmup_steps=100,
+    weight_decay=0.045,
+    label_smoothing=0.1,
+    condition_dropout=0.1,
+    num_train_images=20000,
+    num_eval_images=512,
+    resolution=64,
+    seed=0,
+    save_preset=None,
+    checkpoint_dir=None,
+    report=None,
+    verbose=1,
+):
+    """Trains the base transformer on captioned shapes; returns measurements.
+
+    The held-out split's (colour, shape) pairs never appear in training; the
+    report gives masked-token accuracy there with and without the captions.
+    """
+    keras.utils.set_random_seed(seed)
+    started = time.time()
+    vqgan = VQGAN.from_preset(vqgan_preset)
+    train_images, train_captions, _ = shapes.make_arrays(
+        num_train_images, resolution=resolution, split="train", seed=seed
+    )
+    eval_images, eval_captions, _ = shapes.make_arrays(
+        num_eval_images, resolution=resolution, split="heldout", seed=seed + 1
+    )
+    # The tokenizer is frozen: tokenize every image once (paper: the same).
+    train_ids = vqgan.encode(vqgan.preprocess_images(train_images), batch_size=128)
+    eval_ids = vqgan.encode(vqgan.preprocess_images(eval_images), batch_size=128)
+    data_seconds = time.time() - started
+    grid = tuple(int(s) for s in train_ids.shape[1:])
+
+    if os.path.isdir(str(text_encoder)):
+        encoder = MuseTextEncoder.from_preset(text_encoder)
+    else:
+        encoder = MuseTextEncoder.from_preset(text_encoder, load_weights=False)
+    backbone = MuseBackbone(
+        codebook_size=vqgan.codebook_size, grid_size=grid, hidden_dim=hidden_dim,
+        num_layers=num_layers, num_heads=num_heads, mlp_dim=mlp_dim,
+        text_dim=encoder.hidden_dim, dropout=dropout,
+    )
+    task = MuseTextToImage(
+        backbone, text_encoder=encoder, vqgan=vqgan, trainable_text_encoder=True,
+        condition_dropout=condition_dropout, label_smoothing=label_smoothing, seed=seed,
+    )
+    task.compile(
+        optimizer=keras.optimizers.AdamW(
+            warmup_cosine(learning_rate, steps, warmup_steps), beta_1=0.9, beta_2=0.96,
+            weight_decay=weight_decay, clipnorm=1.0,
+        )
+    )
+    import tensorflow as tf  # tf.data: Keras' backend-independent input pipeline
+
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((train_ids, np.asarray(train_captions)))
+        .shuffle(len(train_ids), seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
+    steps_per_epoch = min(100, steps)
+    epochs = math.ceil(steps / steps_per_epoch)
+    callbacks = []
+    if checkpoint_dir:
+        # A killed run resumes from the last finished epoch.
+        callbacks.append(keras.callbacks.BackupAndRestore(checkpoint_dir))
+    fit_started = time.time()
+    history = task.fit(
+        dataset, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=callbacks, verbose=verbose
+    )
+    train_seconds = time.time() - fit_started
+
+    accuracy = masked_token_accuracy_report(task, eval_ids, eval_captions, seed=seed + 2)
+    result = {
+        "vqgan_preset": str(vqgan_preset),
+        "backbone": {k: v for k, v in backbone.get_config().items() if k not in ("name", "trainable", "dtype")},
+        "parameters": int(backbone.count_params()),
+        "text_encoder_parameters": int(encoder.count_params()),
+        "steps": steps_per_epoch * epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "condition_dropout": condition_dropout,
+        "label_smoothing": label_smoothing,
+        "seed": seed,
+        "num_train_images": num_train_images,
+        "heldout_masked_token_accuracy": accuracy,
+        "data_seconds": round(data_seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_step": round(train_seconds / max(steps_per_epoch * epochs, 1), 3),
+        "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
+        "backend": keras.config.backend(),
+    }
+    if save_preset:
+        task.save_to_preset(save_preset)
+        result["saved_preset"] = str(save_preset)
+    if report:
+        with open(report, "w") as f:
+            json.dump(result, f, indent=2)
+    if verbose:
+        for rate, row in accuracy.items():
+            print(
+                f"held-out masked-token accuracy (mask rate {rate}): "
+                f"{row['conditional']:.1%} with captions, {row['unconditional']:.1%} without"
+            )
+        print(f"trained {train_seconds / 60:.1f} min")
+    return result
