@@ -26,3 +26,14 @@ def test_vqgan_guide_runs(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax", "GUIDE_STEPS": "4", "GUIDE_OUT": str(tmp_path)}
     subprocess.run([sys.executable, os.path.join(ROOT, "guides", "vqgan_tokenizer.py")], check=True, timeout=900, env=env)
     assert (tmp_path / "guide_reconstructions.png").exists()
+
+
+@pytest.mark.slow
+def test_train_bench_quick(tmp_path):
+    out = tmp_path / "train_bench.json"
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "train_bench.py"), "--quick", "--out", str(out)],
+        check=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    row = json.loads(out.read_text())["train"][0]
+    assert row["config"] == "muse_tiny" and row["tokens_per_s"] > 0 and row["peak_rss_MB"] > 0

@@ -27,3 +27,20 @@ def test_layers_and_vqgan_training_on_tensorflow():
     ]
     result = subprocess.run(cmd, env=env, cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND", "jax") == "tensorflow",
+    reason="already running on TensorFlow",
+)
+def test_muse_training_on_tensorflow():
+    # The same train step (masking, condition dropout, joint text encoder,
+    # precomputed embeddings, attached VQGAN) through tf.GradientTape.
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    cmd = [
+        sys.executable, "-m", "pytest", "-q", "-x",
+        os.path.join(HERE, "models", "muse", "test_muse_text_to_image.py"),
+        "-k", "learns or same_seed or precomputed or vqgan or full_condition",
+    ]
+    result = subprocess.run(cmd, env=env, cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

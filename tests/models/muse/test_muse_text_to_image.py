@@ -282,3 +282,31 @@ def test_config_round_trip(preprocessor):
     clone = MuseTextToImage.from_config(task.get_config())
     assert clone.condition_dropout == 0.3 and clone.mask_schedule == "linear"
     assert clone.text_encoder is not None and clone.vqgan is None
+
+
+def test_backup_and_restore_resumes_a_killed_run(preprocessor, data, tmp_path):
+    ids, captions = data
+    backup = str(tmp_path / "backup")
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.weights_at_kill = [np.array(w) for w in self.model.get_weights()]
+                raise KeyboardInterrupt
+
+    task = _task(preprocessor, trainable_text_encoder=True)
+    with pytest.raises(KeyboardInterrupt):
+        task.fit((ids, captions), batch_size=8, epochs=4, verbose=0,
+                 callbacks=[keras.callbacks.BackupAndRestore(backup), Kill()])
+    resumed = _task(preprocessor, trainable_text_encoder=True, seed=5)
+    epochs = []
+    marker = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))
+    restore = keras.callbacks.BackupAndRestore(backup)
+    probe = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: epochs.append(
+            all(np.array_equal(a, b) for a, b in zip(task.weights_at_kill, resumed.get_weights()))
+        )
+    )
+    resumed.fit((ids, captions), batch_size=8, epochs=4, verbose=0, callbacks=[restore, probe, marker])
+    # Restored to the weights at the end of epoch 1, then ran epochs 2 and 3 only.
+    assert epochs == [True, 2, 3]

@@ -1,0 +1,190 @@
+"""Base-transformer training speed: s/step, tokens/s and peak memory, as a table + JSON.
+
+    KERAS_BACKEND=jax python benchmarks/train_bench.py --out train_bench.json
+    KERAS_BACKEND=jax python benchmarks/train_bench.py --quick     # CI-sized
+    KERAS_BACKEND=jax python benchmarks/train_bench.py --attention # MHA vs dot_product_attention
+
+Rows: `muse_tiny`, the shapes recipe's model (width 192, depth 4, 256 tokens,
+codebook 1024) and the issue's small config (width 512, depth 8, 8 heads, 256
+tokens, codebook 8192, text length 77). Each row runs `MuseTextToImage.fit`
+(in-step masking, condition dropout, AdamW) on precomputed text embeddings in
+its own process, so the peak RSS is that configuration's. "tokens/s" counts
+image tokens (batch x 256) per second of steady-state training. The first
+step (compile) is reported apart.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+CONFIGS = {
+    "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
+                      mlp_dim=64, text_dim=16, text_len=8, batch=32),
+    "shapes_d192_l4": dict(codebook_size=1024, grid_size=16, hidden_dim=192, num_layers=4, num_heads=4,
+                           mlp_dim=768, text_dim=64, text_len=32, batch=16),
+    "small_d512_l8": dict(codebook_size=8192, grid_size=16, hidden_dim=512, num_layers=8, num_heads=8,
+                          mlp_dim=2048, text_dim=512, text_len=77, batch=8),
+}
+
+
+def run_config(name, steps, batch=None):
+    """Runs in the child process: returns one result row."""
+    import keras
+    import numpy as np
+
+    from keras_muse.models import MuseBackbone
+    from keras_muse.models import MuseTextToImage
+
+    cfg = dict(CONFIGS[name])
+    text_len, cfg_batch = cfg.pop("text_len"), cfg.pop("batch")
+    batch = batch or cfg_batch
+    keras.utils.set_random_seed(0)
+    backbone = MuseBackbone(**cfg, dropout=0.1)
+    task = MuseTextToImage(backbone, condition_dropout=0.1, seed=0)
+    rng = np.random.default_rng(0)
+    null = (np.zeros((text_len, cfg["text_dim"]), "float32"), np.eye(1, text_len, dtype=bool)[0])
+    task.compile(
+        optimizer=keras.optimizers.AdamW(1e-4, beta_1=0.9, beta_2=0.96, weight_decay=0.045),
+        unconditional_text_embeddings=null,
+    )
+    n = batch * (steps + 1)
+    ids = rng.integers(0, cfg["codebook_size"], (n, backbone.num_tokens)).astype("int32")
+    emb = rng.normal(size=(n, text_len, cfg["text_dim"])).astype("float32")
+    mask = np.ones((n, text_len), bool)
+    stamps = []
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            stamps.append(time.perf_counter())
+
+    start = time.perf_counter()
+    task.fit((ids, (emb, mask)), batch_size=batch, epochs=1, verbose=0, callbacks=[Stamp()])
+    first = stamps[0] - start
+    steady = float(np.median(np.diff(stamps))) if len(stamps) > 2 else float("nan")
+    tokens = batch * backbone.num_tokens
+    return {
+        "config": name,
+        "backend": keras.config.backend(),
+        "params_M": round(backbone.count_params() / 1e6, 2),
+        "batch": batch,
+        "tokens_per_example": backbone.num_tokens,
+        "first_step_s": round(first, 2),
+        "s_per_step": round(steady, 4),
+        "tokens_per_s": round(tokens / steady, 1),
+        "examples_per_s": round(batch / steady, 2),
+        "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "steps_timed": len(stamps) - 1,
+    }
+
+
+def attention_comparison(batch=8, tokens=256, width=512, heads=8, text_len=77, repeats=5):
+    """Forward+backward of one self-attention + cross-attention pair:
+    `MuseAttention` (keras.ops.dot_product_attention) vs
+    `keras.layers.MultiHeadAttention`, same shapes."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from keras_muse.backend import compile_function
+    from keras_muse.backend import variable_grads
+    from keras_muse.layers import MuseAttention
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, tokens, width)).astype("float32")
+    ctx = rng.normal(size=(batch, text_len, width)).astype("float32")
+    cmask = np.ones((batch, text_len), bool)
+    rows = []
+    for name in ("MuseAttention (ops.dot_product_attention)", "keras.layers.MultiHeadAttention"):
+        if name.startswith("Muse"):
+            self_attn, cross_attn = MuseAttention(heads, width // heads), MuseAttention(heads, width // heads)
+
+            def forward(x, ctx, cmask):
+                h = self_attn(x)
+                return cross_attn(h, context=ctx, context_mask=cmask)
+        else:
+            self_attn = keras.layers.MultiHeadAttention(heads, width // heads)
+            cross_attn = keras.layers.MultiHeadAttention(heads, width // heads)
+
+            def forward(x, ctx, cmask):
+                h = self_attn(x, x)
+                return cross_attn(h, ctx, attention_mask=ops.cast(cmask, "bool")[:, None, :])
+
+        forward(x, ctx, cmask)  # build
+        holder = keras.Model()
+        holder.parts = [self_attn, cross_attn]
+        variables = self_attn.trainable_variables + cross_attn.trainable_variables
+
+        def step(x, ctx, cmask):
+            loss, _, grads = variable_grads(lambda: (ops.mean(ops.square(forward(x, ctx, cmask))), None), variables)
+            return loss, grads
+
+        fn = compile_function(holder, step)
+        for label, f in (("forward", compile_function(holder, forward)), ("forward+backward", fn)):
+            out = f(x, ctx, cmask)
+            np.asarray(out[0] if isinstance(out, tuple) else out)
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                out = f(x, ctx, cmask)
+                np.asarray(out[0] if isinstance(out, tuple) else out)
+                times.append(time.perf_counter() - t)
+            rows.append({"implementation": name, "pass": label, "ms": round(1000 * float(np.median(times)), 2)})
+    return rows
+
+
+def _table(rows, columns):
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines.append("-|-".join("-" * w for w in widths))
+    for r in rows:
+        lines.append(" | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--steps", type=int, default=6, help="timed steps after the first")
+    parser.add_argument("--quick", action="store_true", help="muse_tiny only, 3 steps (CI)")
+    parser.add_argument("--attention", action="store_true", help="also compare attention implementations")
+    parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._child:
+        print(json.dumps(run_config(args._child, args.steps)))
+        return 0
+    if args.quick:
+        args.configs, args.steps = ["muse_tiny"], 3
+    rows = []
+    for name in args.configs:
+        # One process per configuration: its peak RSS is its own.
+        proc = subprocess.run(
+            [sys.executable, __file__, "--_child", name, "--steps", str(args.steps)],
+            capture_output=True, text=True, env=os.environ,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(_table(rows, ["config", "params_M", "batch", "first_step_s", "s_per_step", "tokens_per_s",
+                        "examples_per_s", "peak_rss_MB"]))
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "train": rows}
+    if args.attention:
+        attn = attention_comparison()
+        print()
+        print(_table(attn, ["implementation", "pass", "ms"]))
+        result["attention"] = attn
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
