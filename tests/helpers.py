@@ -16,3 +16,35 @@ def make_vqgan(factor=4, **overrides):
     config = {**TINY, "channel_multipliers": levels, **overrides}
     keras.utils.set_random_seed(0)
     return VQGAN(**config)
+
+
+def make_tiny_preprocessor(vocab_size=48, sequence_length=12):
+    """A shapes-caption SentencePiece vocabulary trained in process."""
+    import keras_hub
+
+    from keras_muse.datasets import shapes
+    from keras_muse.models import MuseTextPreprocessor
+    from keras_muse.models.text import sentencepiece_utils
+
+    captions = shapes.make_arrays(500)[1]
+    proto = sentencepiece_utils.train_sentencepiece(captions, vocab_size=vocab_size)
+    return MuseTextPreprocessor(keras_hub.models.T5Tokenizer(proto=proto), sequence_length=sequence_length)
+
+
+def make_tiny_text_encoder(preprocessor, seed=1, vocab_size=48):
+    """A 1-layer, width-16 T5 encoder (muse_tiny's text_dim)."""
+    from keras_muse.models import MuseTextEncoder
+
+    keras.utils.set_random_seed(seed)
+    return MuseTextEncoder(
+        vocabulary_size=vocab_size, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        dropout=0.0, activation="gelu", preprocessor=preprocessor,
+    )
+
+
+def make_tiny_muse_backbone(seed=0, **overrides):
+    """muse_tiny: 4x4 grid, codebook 64, width 32, text_dim 16."""
+    from keras_muse.models import MuseBackbone
+
+    keras.utils.set_random_seed(seed)
+    return MuseBackbone(**{**MuseBackbone.config_presets["muse_tiny"]["config"], **overrides})

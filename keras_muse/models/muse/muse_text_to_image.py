@@ -24,6 +24,11 @@ from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
 from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
 from keras_muse.models.text.text_preprocessor import MuseTextPreprocessor
 from keras_muse.models.vqgan.vqgan import VQGAN
+from keras_muse.backend import random as muse_random
+from keras_muse.samplers.guidance import GUIDANCE_SCHEDULES
+from keras_muse.samplers.guidance import guidance_weight
+from keras_muse.samplers.guidance import guide_logits
+from keras_muse.samplers.parallel_decoding import parallel_decode
 
 TASK_CONFIG_FILE = "task.json"
 _METRICS = ("loss", "masked_accuracy")
@@ -160,6 +165,7 @@ class MuseTextToImage(TextToImage):
             raise ValueError(f"`label_smoothing` must be < 1. Received: {label_smoothing}")
         self.seed = seed
         self._unconditional = {}
+        self._generate_traces = 0
 
     # ------------------------------------------------------------- training
     def compile(self, optimizer="auto", unconditional_text_embeddings=None, **kwargs):
@@ -425,6 +431,201 @@ class MuseTextToImage(TextToImage):
         for name, tracker in self.trackers.items():
             tracker.update_state(values[name])
         return {n: t.result() for n, t in self.trackers.items()}
+
+    # ----------------------------------------------------------- generation
+    def generate_step(self, text_token_ids, text_padding_mask, null_token_ids, null_padding_mask,
+                      seed, guidance_scale, temperature, choice_temperature, *, num_steps,
+                      use_guidance, guidance_schedule, top_k, top_p, return_history):
+        """Prompts' token ids -> image token ids (and images): traceable, the
+        whole generation (text encoder, cached text K/V, decoding loop, VQGAN
+        decoder) as one program. Conditional and unconditional (or negative)
+        passes run as one doubled batch."""
+        self._generate_traces += 1
+        backbone = self.backbone
+        batch = text_token_ids.shape[0]
+        if use_guidance:
+            text_token_ids = ops.concatenate([text_token_ids, null_token_ids], axis=0)
+            text_padding_mask = ops.concatenate([text_padding_mask, null_padding_mask], axis=0)
+        text_padding_mask = ops.cast(text_padding_mask, "bool")
+        embeddings = self.text_encoder(
+            {"token_ids": text_token_ids, "padding_mask": ops.cast(text_padding_mask, "int32")},
+            training=False,
+        )
+        # Keys/values of the text for every layer, once per generation.
+        key_values = backbone.text_key_values(embeddings)
+
+        def logits_fn(ids, step):
+            if not use_guidance:
+                return backbone.logits_step(ids, key_values, text_padding_mask)
+            logits = backbone.logits_step(ops.concatenate([ids, ids], axis=0), key_values, text_padding_mask)
+            weight = guidance_weight(guidance_scale, step, num_steps, guidance_schedule)
+            return guide_logits(logits[:batch], logits[batch:], weight)
+
+        result = parallel_decode(
+            logits_fn,
+            ops.zeros((batch, backbone.num_tokens), "int32"),
+            ops.ones((batch, backbone.num_tokens), "bool"),
+            seed,
+            num_steps,
+            backbone.mask_token_id,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            choice_temperature=choice_temperature,
+            return_history=return_history,
+        )
+        ids, history = result if return_history else (result, None)
+        out = {"token_ids": ids}
+        if history is not None:
+            out["history"] = history
+        if self.vqgan is not None:
+            grid = ops.reshape(ids, (batch, *backbone.grid_size))
+            out["images"] = self.vqgan.decode_step(grid)
+        return out
+
+    def _generate_function(self, **static):
+        key = tuple(sorted(static.items()))
+        cache = self.__dict__.setdefault("_generate_functions", {})
+        if key not in cache:
+            cache[key] = muse_backend.compile_function(
+                self, lambda *args: self.generate_step(*args, **static)
+            )
+        return cache[key]
+
+    def generate(
+        self,
+        prompts,
+        negative_prompts=None,
+        num_steps=24,
+        guidance_scale=3.0,
+        guidance_schedule="linear",
+        temperature=1.0,
+        top_k=None,
+        top_p=None,
+        choice_temperature=4.5,
+        seed=None,
+        batch_size=None,
+        return_tokens=False,
+        return_history=False,
+        verbose=None,
+    ):
+        """Generates images from prompts (paper §2.7, §2.8).
+
+        Args:
+            prompts: str or list of str.
+            negative_prompts: None, a str (for every prompt) or a list: their
+                logits replace the unconditional ones in guidance.
+            num_steps: decoding steps T (24 for the base model, the paper's).
+            guidance_scale: t of ℓ = (1+t)·ℓ_cond − t·ℓ_uncond; 0 or None
+                turns guidance (and the doubled batch) off.
+            guidance_schedule: "linear" (t ramps up over the steps, the
+                paper's) or "constant".
+            temperature: sampling temperature (> 0).
+            top_k, top_p: optional filters of the sampling distribution.
+            choice_temperature: τ of the confidence noise (annealed to 0).
+            seed: int or None; the same seed gives the same images.
+            batch_size: prompts per compiled call (default: all, up to 8).
+            return_tokens: also return the int32 token grids `[n, h, w]`.
+            return_history: also return the grids after every step,
+                `[n, T, h, w]` ([MASK] id where still masked).
+            verbose: progress bar over batches (default: when > 1 batch).
+
+        Returns:
+            uint8 images `[n, H, W, 3]` (or a dict with "images", "token_ids",
+            "history" when tokens or history are asked for, or when there is
+            no VQGAN).
+
+        Example:
+        ```python
+        images = task.generate(["a red circle above a blue square"] * 4, seed=0)
+        ```
+        """
+        from keras_muse.models.text.text_preprocessor import standardize_prompts
+
+        if self.text_encoder is None or self.preprocessor is None:
+            raise ValueError("`generate` needs a `text_encoder` with a preprocessor.")
+        prompts = standardize_prompts(prompts)
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("`prompts` must not be empty.")
+        if negative_prompts is None:
+            negative = [UNCONDITIONAL_PROMPT] * len(prompts)
+        else:
+            negative = standardize_prompts(negative_prompts, name="negative_prompts")
+            negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+            if len(negative) != len(prompts):
+                raise ValueError(
+                    f"`negative_prompts` must be one string or one per prompt ({len(prompts)}). "
+                    f"Received {len(negative)}."
+                )
+        for name, value, low in (("num_steps", num_steps, 1),):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
+        if top_k is not None and not (isinstance(top_k, (int, np.integer)) and 1 <= top_k <= self.backbone.codebook_size):
+            raise ValueError(f"`top_k` must be an int in [1, {self.backbone.codebook_size}] or None. Received: {top_k!r}")
+        if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+            raise ValueError(f"`top_p` must be a number in (0, 1] or None. Received: {top_p!r}")
+        if guidance_scale is not None and not (isinstance(guidance_scale, (int, float)) and np.isfinite(guidance_scale)):
+            raise ValueError(f"`guidance_scale` must be a finite number or None. Received: {guidance_scale!r}")
+        if guidance_schedule not in GUIDANCE_SCHEDULES:
+            raise ValueError(f"`guidance_schedule` must be one of {GUIDANCE_SCHEDULES}. Received: {guidance_schedule!r}")
+        use_guidance = bool(guidance_scale) or negative_prompts is not None
+        n = len(prompts)
+        batch_size = min(n, 8) if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
+        batch_size = min(int(batch_size), n)
+        if seed is None:
+            seed = int(np.random.default_rng().integers(0, 2**31 - 1))
+        fn = self._generate_function(
+            num_steps=int(num_steps), use_guidance=use_guidance, guidance_schedule=guidance_schedule,
+            top_k=None if top_k is None else int(top_k), top_p=None if top_p is None else float(top_p),
+            return_history=bool(return_history),
+        )
+
+        def tokenize(texts):
+            t = self.preprocessor(texts)
+            return (np.asarray(ops.convert_to_numpy(t["token_ids"]), "int32"),
+                    np.asarray(ops.convert_to_numpy(t["padding_mask"]), bool))
+
+        tok, tmask = tokenize(prompts)
+        ntok, nmask = tokenize(negative)
+        num_batches = -(-n // batch_size)
+        progbar = None
+        if verbose or (verbose is None and num_batches > 1):
+            progbar = keras.utils.Progbar(num_batches, unit_name="batch")
+        outputs = []
+        for b in range(num_batches):
+            sl = slice(b * batch_size, (b + 1) * batch_size)
+            parts = [tok[sl], tmask[sl], ntok[sl], nmask[sl]]
+            real = len(parts[0])
+            if real < batch_size:
+                # Pad with copies of the first row: the compiled shape stays.
+                parts = [np.concatenate([p, np.repeat(p[:1], batch_size - real, 0)]) for p in parts]
+            out = fn(
+                *parts,
+                muse_random.make_seed(seed + b),
+                np.float32(guidance_scale or 0.0),
+                np.float32(temperature),
+                np.float32(choice_temperature),
+            )
+            outputs.append({k: np.asarray(ops.convert_to_numpy(v))[:real] if k != "history"
+                            else np.asarray(ops.convert_to_numpy(v))[:, :real] for k, v in out.items()})
+            if progbar is not None:
+                progbar.update(b + 1)
+        h, w = self.backbone.grid_size
+        result = {"token_ids": np.concatenate([o["token_ids"] for o in outputs]).reshape(n, h, w)}
+        if return_history:
+            hist = np.concatenate([o["history"] for o in outputs], axis=1)
+            result["history"] = hist.transpose(1, 0, 2).reshape(n, int(num_steps), h, w)
+        if self.vqgan is not None:
+            images = np.concatenate([o["images"] for o in outputs])
+            result["images"] = self.vqgan.postprocess_images(images)
+            if not (return_tokens or return_history):
+                return result["images"]
+        return result
 
     # -------------------------------------------------------------- presets
     def get_config(self):

@@ -5,31 +5,21 @@ Tiny models throughout: muse_tiny (4x4 grid, codebook 64, text width 16), a
 """
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 
 from keras_muse.datasets import shapes
 from keras_muse.layers import sample_condition_dropout
-from keras_muse.models import MuseBackbone
-from keras_muse.models import MuseTextEncoder
-from keras_muse.models import MuseTextPreprocessor
 from keras_muse.models import MuseTextToImage
-from keras_muse.models.text import sentencepiece_utils
 from keras_muse.models.text import TextEmbeddingCache
 
+from helpers import make_tiny_muse_backbone
+from helpers import make_tiny_text_encoder
 from helpers import make_vqgan
 
 pytestmark = pytest.mark.filterwarnings("ignore::keras_muse.models.text.PromptTruncationWarning")
 
 N = 32
-
-
-@pytest.fixture(scope="module")
-def preprocessor():
-    captions = shapes.make_arrays(500)[1]
-    proto = sentencepiece_utils.train_sentencepiece(captions, vocab_size=48)
-    return MuseTextPreprocessor(keras_hub.models.T5Tokenizer(proto=proto), sequence_length=12)
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +32,11 @@ def data():
 
 
 def _encoder(preprocessor, seed=1):
-    keras.utils.set_random_seed(seed)
-    return MuseTextEncoder(
-        vocabulary_size=48, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
-        dropout=0.0, activation="gelu", preprocessor=preprocessor,
-    )
+    return make_tiny_text_encoder(preprocessor, seed)
 
 
 def _backbone(seed=0):
-    keras.utils.set_random_seed(seed)
-    return MuseBackbone(**MuseBackbone.config_presets["muse_tiny"]["config"])
+    return make_tiny_muse_backbone(seed)
 
 
 def _task(preprocessor=None, with_encoder=True, **kwargs):

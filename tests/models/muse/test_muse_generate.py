@@ -1,0 +1,112 @@
+"""MuseTextToImage.generate: the compiled sampler end to end on tiny models."""
+
+import numpy as np
+import pytest
+
+from keras_muse.models import MuseTextToImage
+
+from helpers import make_tiny_muse_backbone
+from helpers import make_tiny_text_encoder
+from helpers import make_vqgan
+
+pytestmark = pytest.mark.filterwarnings("ignore::keras_muse.models.text.PromptTruncationWarning")
+
+PROMPTS = ["a red circle on the left", "two blue squares"]
+
+
+@pytest.fixture(scope="module")
+def task(preprocessor):
+    backbone = make_tiny_muse_backbone()
+    # A random tiny model has near-uniform logits that barely listen to the
+    # text; amplifying the logits, the text projection and the
+    # cross-attention outputs makes prompts (and negative prompts) matter, as
+    # in a trained model.
+    for variable, factor in [
+        (backbone.token_embedding.embeddings, 10.0),
+        (backbone.text_projection.kernel, 30.0),
+    ] + [(block.cross_attn.output_dense.kernel, 20.0) for block in backbone.transformer_layers]:
+        variable.assign(variable * factor)
+    return MuseTextToImage(
+        backbone, text_encoder=make_tiny_text_encoder(preprocessor), vqgan=make_vqgan(factor=4), seed=0,
+    )
+
+
+def _tokens(task, **kwargs):
+    kwargs.setdefault("num_steps", 6)
+    kwargs.setdefault("seed", 0)
+    return task.generate(PROMPTS, return_tokens=True, **kwargs)["token_ids"]
+
+
+def test_images_tokens_and_history(task):
+    out = task.generate(PROMPTS, num_steps=6, seed=0, return_tokens=True, return_history=True)
+    assert out["images"].shape == (2, 16, 16, 3) and out["images"].dtype == np.uint8
+    assert out["token_ids"].shape == (2, 4, 4) and out["token_ids"].max() < 64
+    history = out["history"]
+    assert history.shape == (2, 6, 4, 4)
+    masked = (history == 64).reshape(2, 6, 16).sum(-1)
+    assert masked.tolist() == [[15, 13, 11, 8, 4, 0]] * 2
+    np.testing.assert_array_equal(history[:, -1], out["token_ids"])
+    # The images are the VQGAN's decoding of the tokens.
+    decoded = task.vqgan.postprocess_images(task.vqgan.decode(out["token_ids"]))
+    assert np.abs(decoded.astype(int) - out["images"].astype(int)).max() <= 1
+    images = task.generate(PROMPTS, num_steps=6, seed=0)
+    assert isinstance(images, np.ndarray) and images.shape == (2, 16, 16, 3)
+
+
+def test_same_seed_same_tokens_different_seed_different(task):
+    a, b, c = _tokens(task), _tokens(task), _tokens(task, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_guidance_scale_zero_equals_unguided_sampling(task):
+    # A negative prompt forces the doubled (guided) batch; with scale 0 the
+    # guided logits are the conditional ones, so the samples must agree.
+    unguided = _tokens(task, guidance_scale=0)
+    guided_zero = _tokens(task, guidance_scale=0, negative_prompts="a black star")
+    np.testing.assert_array_equal(unguided, guided_zero)
+
+
+def test_negative_prompt_and_guidance_change_the_output(task):
+    base = _tokens(task, guidance_scale=5.0)
+    negative = _tokens(task, guidance_scale=5.0, negative_prompts=["a green star", "a yellow hexagon"])
+    assert not np.array_equal(base, negative)
+    assert not np.array_equal(base, _tokens(task, guidance_scale=0))
+
+
+def test_compiled_once_per_shape(task):
+    _tokens(task, guidance_scale=2.0)
+    traces = task._generate_traces
+    for seed in range(3):
+        _tokens(task, guidance_scale=1.0 + seed, seed=seed, temperature=0.5 + seed)
+    assert task._generate_traces == traces  # seeds, scales, temperatures are inputs
+    _tokens(task, num_steps=5)
+    assert task._generate_traces == traces + 1  # a new step count is a new program
+
+
+def test_batches_and_padding(task):
+    prompts = PROMPTS * 3  # 6 prompts in batches of 4: the last is padded
+    out = task.generate(prompts, num_steps=4, seed=0, batch_size=4, return_tokens=True, verbose=0)
+    assert out["token_ids"].shape == (6, 4, 4) and out["images"].shape == (6, 16, 16, 3)
+
+
+def test_bad_arguments(task):
+    with pytest.raises(ValueError, match="prompts"):
+        task.generate([])
+    with pytest.raises(ValueError, match="negative_prompts"):
+        task.generate(PROMPTS, negative_prompts=["x"] * 3)
+    with pytest.raises(ValueError, match="temperature"):
+        task.generate(PROMPTS, temperature=0)
+    with pytest.raises(ValueError, match="top_k"):
+        task.generate(PROMPTS, top_k=65)
+    with pytest.raises(ValueError, match="top_p"):
+        task.generate(PROMPTS, top_p=1.5)
+    with pytest.raises(ValueError, match="num_steps"):
+        task.generate(PROMPTS, num_steps=0)
+    with pytest.raises(ValueError, match="guidance_schedule"):
+        task.generate(PROMPTS, guidance_schedule="cubic")
+    with pytest.raises(ValueError, match="batch_size"):
+        task.generate(PROMPTS, batch_size=0)
+    no_text = MuseTextToImage(make_tiny_muse_backbone())
+    with pytest.raises(ValueError, match="text_encoder"):
+        no_text.generate(PROMPTS)
