@@ -4,6 +4,7 @@ Commands:
     train vqgan   train the image tokenizer (default: captioned shapes, 64x64)
     train muse    train the base masked transformer on a tokenizer's ids + captions
     reconstruct   tokenize and decode images with a trained tokenizer preset
+    generate      text -> images with a trained MuseTextToImage preset (PNG grid)
 
 Example:
     python -m keras_muse train vqgan --steps 300 --out reconstructions.png
@@ -152,6 +153,38 @@ def _run_reconstruct(args):
     return 0
 
 
+def _run_generate(args):
+    import numpy as np
+
+    from keras_muse.models import MuseTextToImage
+    from keras_muse.utils.image_utils import make_captioned_grid
+    from keras_muse.utils.image_utils import save_png
+
+    if args.num_images < 1:
+        raise SystemExit("-n/--num-images must be >= 1")
+    task = MuseTextToImage.from_preset(args.preset)
+    prompts = [p for p in args.prompts for _ in range(args.num_images)]
+    negative = args.negative_prompt
+    images = task.generate(
+        prompts,
+        negative_prompts=negative,
+        num_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        verbose=1,
+    )
+    save_png(make_captioned_grid(images, prompts, columns=min(args.num_images * len(args.prompts), args.columns)), args.out)
+    if args.save_images:
+        os.makedirs(args.save_images, exist_ok=True)
+        for i, image in enumerate(images):
+            save_png(np.asarray(image), os.path.join(args.save_images, f"{i:04d}.png"))
+    print(f"wrote {args.out} ({len(images)} images)")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m keras_muse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,6 +199,21 @@ def build_parser():
     rec.add_argument("--resolution", type=int, default=64)
     rec.add_argument("--out", default="reconstructions.png")
     rec.set_defaults(func=_run_reconstruct)
+    gen = commands.add_parser("generate", help="Generate images from prompts with a trained preset.")
+    gen.add_argument("prompts", nargs="+", help="one or more prompts")
+    gen.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
+    gen.add_argument("-n", "--num-images", type=int, default=4, help="images per prompt")
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--steps", type=int, default=24, help="decoding steps (paper: 24)")
+    gen.add_argument("--guidance-scale", type=float, default=3.0)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--columns", type=int, default=8)
+    gen.add_argument("--out", default="samples.png", help="PNG grid with captions")
+    gen.add_argument("--save-images", default=None, help="directory for the single images as PNG")
+    gen.set_defaults(func=_run_generate)
     return parser
 
 

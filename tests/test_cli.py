@@ -43,3 +43,30 @@ def test_train_vqgan_cli_end_to_end(tmp_path):
         check=True, env=env, timeout=600,
     )
     assert rec.exists()
+
+
+@pytest.mark.filterwarnings("ignore::keras_muse.models.text.PromptTruncationWarning")
+def test_generate_cli_writes_a_captioned_grid(tmp_path):
+    from helpers import make_tiny_muse_backbone
+    from helpers import make_tiny_preprocessor
+    from helpers import make_tiny_text_encoder
+    from helpers import make_vqgan
+    from keras_muse.cli import main
+    from keras_muse.models import MuseTextToImage
+
+    task = MuseTextToImage(
+        make_tiny_muse_backbone(), text_encoder=make_tiny_text_encoder(make_tiny_preprocessor()),
+        vqgan=make_vqgan(factor=4),
+    )
+    task.save_to_preset(tmp_path / "preset")
+    out = tmp_path / "grid.png"
+    assert main(["generate", "a red circle", "two blue squares", "--preset", str(tmp_path / "preset"),
+                 "-n", "2", "--steps", "4", "--seed", "0", "--out", str(out),
+                 "--save-images", str(tmp_path / "single")]) == 0
+    grid = np.asarray(Image.open(out))
+    # 4 tiles of 16x16 upscaled 8x to 128 px, captions below.
+    assert grid.shape[0] > 128 and grid.shape[1] >= 4 * 128
+    singles = sorted(os.listdir(tmp_path / "single"))
+    assert singles == ["0000.png", "0001.png", "0002.png", "0003.png"]
+    with pytest.raises(SystemExit):
+        main(["generate", "x", "--preset", str(tmp_path / "preset"), "-n", "0"])

@@ -54,3 +54,47 @@ def save_png(image, path):
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def make_captioned_grid(images, captions, columns=None, scale=None, padding=4, max_chars=None):
+    """Tiles uint8 images with a caption under each (PIL's built-in font).
+
+    Small images (the 64x64 shapes domain) are upscaled with nearest
+    neighbour first (`scale`, default: to at least 128 px) so captions fit.
+    """
+    from PIL import Image
+    from PIL import ImageDraw
+    from PIL import ImageFont
+
+    images = np.asarray(images, dtype=np.uint8)
+    n, h, w, _ = images.shape
+    if len(captions) != n:
+        raise ValueError(f"`captions` must have one entry per image ({n}). Received {len(captions)}.")
+    scale = scale or max(1, int(np.ceil(128 / w)))
+    h, w = h * scale, w * scale
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    font = ImageFont.load_default()
+    max_chars = max_chars or max(8, w // 6)
+    wrapped = []
+    for caption in captions:
+        words, lines, line = str(caption).split(), [], ""
+        for word in words:
+            if line and len(line) + 1 + len(word) > max_chars:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        lines.append(line)
+        wrapped.append(lines[:4])
+    text_h = 12 * max(len(lines) for lines in wrapped) + 4
+    canvas = Image.new("RGB", (columns * (w + padding) + padding, rows * (h + text_h + padding) + padding), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (image, lines) in enumerate(zip(images, wrapped)):
+        r, c = divmod(i, columns)
+        x, y = padding + c * (w + padding), padding + r * (h + text_h + padding)
+        tile = Image.fromarray(image).resize((w, h), Image.NEAREST)
+        canvas.paste(tile, (x, y))
+        for j, line in enumerate(lines):
+            draw.text((x + 2, y + h + 2 + 12 * j), line, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
