@@ -6,8 +6,9 @@ refuses tensors. A sampler needs fresh noise at every step of one compiled
 loop, reproducible for a seed: `uniform(shape, seed, step)` derives the step's
 key from an int32 `[2]` seed tensor and the (traced) step index with each
 backend's own stateless generator. The streams differ between backends (JAX's
-threefry vs TensorFlow's Philox), so the same seed gives the same samples on a
-backend, and the same distribution across backends.
+threefry vs TensorFlow's Philox) and, on TensorFlow, between XLA-compiled and
+eager code; the same seed gives the same samples on a backend's compiled
+sampler, and the same distribution everywhere.
 """
 
 import keras
@@ -38,8 +39,13 @@ def uniform(shape, seed, step=0, minval=0.0, maxval=1.0):
         import tensorflow as tf
 
         seed = tf.cast(seed, tf.int32)
-        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int32))
-        return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval, dtype=tf.float32)
+        seed = tf.random.experimental.stateless_fold_in(seed, tf.cast(step, tf.int32), alg="philox")
+        # A fixed algorithm, so the stream does not follow TF's default. TF's
+        # XLA and non-XLA kernels still give different streams: the samplers
+        # always run compiled, so a seed means one result.
+        return tf.random.stateless_uniform(
+            shape, seed=seed, minval=minval, maxval=maxval, dtype=tf.float32, alg="philox"
+        )
     if _BACKEND == "torch":
         import torch
 
