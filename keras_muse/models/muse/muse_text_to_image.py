@@ -433,24 +433,29 @@ class MuseTextToImage(TextToImage):
         return {n: t.result() for n, t in self.trackers.items()}
 
     # ----------------------------------------------------------- generation
-    def generate_step(self, text_token_ids, text_padding_mask, null_token_ids, null_padding_mask,
+    def generate_step(self, text_inputs, text_padding_mask, null_inputs, null_padding_mask,
                       seed, guidance_scale, temperature, choice_temperature, *, num_steps,
-                      use_guidance, guidance_schedule, top_k, top_p, return_history):
+                      use_guidance, guidance_schedule, top_k, top_p, return_history,
+                      from_embeddings=False):
         """Prompts' token ids -> image token ids (and images): traceable, the
         whole generation (text encoder, cached text K/V, decoding loop, VQGAN
         decoder) as one program. Conditional and unconditional (or negative)
-        passes run as one doubled batch."""
+        passes run as one doubled batch. `text_inputs` are token ids, or
+        text embeddings with `from_embeddings=True`."""
         self._generate_traces += 1
         backbone = self.backbone
-        batch = text_token_ids.shape[0]
+        batch = text_inputs.shape[0]
         if use_guidance:
-            text_token_ids = ops.concatenate([text_token_ids, null_token_ids], axis=0)
+            text_inputs = ops.concatenate([text_inputs, null_inputs], axis=0)
             text_padding_mask = ops.concatenate([text_padding_mask, null_padding_mask], axis=0)
         text_padding_mask = ops.cast(text_padding_mask, "bool")
-        embeddings = self.text_encoder(
-            {"token_ids": text_token_ids, "padding_mask": ops.cast(text_padding_mask, "int32")},
-            training=False,
-        )
+        if from_embeddings:
+            embeddings = ops.cast(text_inputs, backbone.compute_dtype)
+        else:
+            embeddings = self.text_encoder(
+                {"token_ids": text_inputs, "padding_mask": ops.cast(text_padding_mask, "int32")},
+                training=False,
+            )
         # Keys/values of the text for every layer, once per generation.
         key_values = backbone.text_key_values(embeddings)
 
@@ -512,7 +517,11 @@ class MuseTextToImage(TextToImage):
         """Generates images from prompts (paper §2.7, §2.8).
 
         Args:
-            prompts: str or list of str.
+            prompts: str or list of str; or precomputed text embeddings, a
+                dict with "text_embeddings" `[n, L, D]`, "text_padding_mask"
+                `[n, L]` and optionally "negative_text_embeddings" /
+                "negative_text_padding_mask" (default: the empty prompt's,
+                from the text encoder or `compile(unconditional_text_embeddings=...)`).
             negative_prompts: None, a str (for every prompt) or a list: their
                 logits replace the unconditional ones in guidance.
             num_steps: decoding steps T (24 for the base model, the paper's).
@@ -540,24 +549,14 @@ class MuseTextToImage(TextToImage):
         images = task.generate(["a red circle above a blue square"] * 4, seed=0)
         ```
         """
-        from keras_muse.models.text.text_preprocessor import standardize_prompts
-
-        if self.text_encoder is None or self.preprocessor is None:
-            raise ValueError("`generate` needs a `text_encoder` with a preprocessor.")
-        prompts = standardize_prompts(prompts)
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("`prompts` must not be empty.")
-        if negative_prompts is None:
-            negative = [UNCONDITIONAL_PROMPT] * len(prompts)
+        from_embeddings = isinstance(prompts, dict)
+        if from_embeddings:
+            text, negative = self._embedding_inputs(prompts, negative_prompts)
+            has_negative = "negative_text_embeddings" in prompts
         else:
-            negative = standardize_prompts(negative_prompts, name="negative_prompts")
-            negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-            if len(negative) != len(prompts):
-                raise ValueError(
-                    f"`negative_prompts` must be one string or one per prompt ({len(prompts)}). "
-                    f"Received {len(negative)}."
-                )
+            text, negative = self._prompt_inputs(prompts, negative_prompts)
+            has_negative = negative_prompts is not None
+        n = len(text[0])
         for name, value, low in (("num_steps", num_steps, 1),):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
@@ -571,8 +570,7 @@ class MuseTextToImage(TextToImage):
             raise ValueError(f"`guidance_scale` must be a finite number or None. Received: {guidance_scale!r}")
         if guidance_schedule not in GUIDANCE_SCHEDULES:
             raise ValueError(f"`guidance_schedule` must be one of {GUIDANCE_SCHEDULES}. Received: {guidance_schedule!r}")
-        use_guidance = bool(guidance_scale) or negative_prompts is not None
-        n = len(prompts)
+        use_guidance = bool(guidance_scale) or has_negative
         batch_size = min(n, 8) if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
@@ -582,16 +580,10 @@ class MuseTextToImage(TextToImage):
         fn = self._generate_function(
             num_steps=int(num_steps), use_guidance=use_guidance, guidance_schedule=guidance_schedule,
             top_k=None if top_k is None else int(top_k), top_p=None if top_p is None else float(top_p),
-            return_history=bool(return_history),
+            return_history=bool(return_history), from_embeddings=from_embeddings,
         )
-
-        def tokenize(texts):
-            t = self.preprocessor(texts)
-            return (np.asarray(ops.convert_to_numpy(t["token_ids"]), "int32"),
-                    np.asarray(ops.convert_to_numpy(t["padding_mask"]), bool))
-
-        tok, tmask = tokenize(prompts)
-        ntok, nmask = tokenize(negative)
+        tok, tmask = text
+        ntok, nmask = negative
         num_batches = -(-n // batch_size)
         progbar = None
         if verbose or (verbose is None and num_batches > 1):
@@ -626,6 +618,76 @@ class MuseTextToImage(TextToImage):
             if not (return_tokens or return_history):
                 return result["images"]
         return result
+
+    def _prompt_inputs(self, prompts, negative_prompts):
+        """Prompts (and negative prompts) -> token ids and padding masks."""
+        from keras_muse.models.text.text_preprocessor import standardize_prompts
+
+        if self.text_encoder is None or self.preprocessor is None:
+            raise ValueError(
+                "`generate` on prompts needs a `text_encoder` with a preprocessor "
+                "(or pass precomputed text embeddings as a dict)."
+            )
+        prompts = standardize_prompts(prompts)
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("`prompts` must not be empty.")
+        if negative_prompts is None:
+            negative = [UNCONDITIONAL_PROMPT] * len(prompts)
+        else:
+            negative = standardize_prompts(negative_prompts, name="negative_prompts")
+            negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
+            if len(negative) != len(prompts):
+                raise ValueError(
+                    f"`negative_prompts` must be one string or one per prompt ({len(prompts)}). "
+                    f"Received {len(negative)}."
+                )
+
+        def tokenize(texts):
+            t = self.preprocessor(texts)
+            return (np.asarray(ops.convert_to_numpy(t["token_ids"]), "int32"),
+                    np.asarray(ops.convert_to_numpy(t["padding_mask"]), bool))
+
+        return tokenize(prompts), tokenize(negative)
+
+    def _embedding_inputs(self, inputs, negative_prompts):
+        """A dict of precomputed text embeddings -> arrays, checked."""
+        if negative_prompts is not None:
+            raise ValueError(
+                "With precomputed text embeddings, pass negative prompts as "
+                "'negative_text_embeddings' in the dict, not `negative_prompts`."
+            )
+        keys = set(inputs)
+        allowed = {"text_embeddings", "text_padding_mask", "negative_text_embeddings", "negative_text_padding_mask"}
+        if not {"text_embeddings", "text_padding_mask"} <= keys or keys - allowed:
+            raise ValueError(
+                f"Precomputed inputs must be a dict with keys {sorted(allowed)} (the first two "
+                f"required). Received keys: {sorted(keys)}"
+            )
+        emb = np.asarray(inputs["text_embeddings"], "float32")
+        mask = np.asarray(inputs["text_padding_mask"], bool)
+        d = self.backbone.text_dim
+        if emb.ndim != 3 or emb.shape[0] == 0 or emb.shape[-1] != d or mask.shape != emb.shape[:2]:
+            raise ValueError(
+                f"`text_embeddings` must be [n >= 1, L, {d}] with `text_padding_mask` [n, L]. "
+                f"Received shapes {emb.shape} and {mask.shape}."
+            )
+        if not np.all(np.isfinite(emb)):
+            raise ValueError("`text_embeddings` contain NaN or inf.")
+        if "negative_text_embeddings" in inputs:
+            nemb = np.asarray(inputs["negative_text_embeddings"], "float32")
+            nmask = np.asarray(inputs["negative_text_padding_mask"], bool)
+        else:
+            u_emb, u_mask = self.unconditional_text_embeddings()
+            nemb, nmask = u_emb[None], u_mask[None]
+        if nemb.shape[0] == 1:
+            nemb, nmask = np.repeat(nemb, len(emb), 0), np.repeat(nmask, len(emb), 0)
+        if nemb.shape != emb.shape or nmask.shape != mask.shape:
+            raise ValueError(
+                f"The negative (or unconditional) text embeddings must match the text "
+                f"embeddings' shape {emb.shape} (or have batch 1). Received {nemb.shape}."
+            )
+        return (emb, mask), (nemb, nmask)
 
     # -------------------------------------------------------------- presets
     def get_config(self):

@@ -110,3 +110,17 @@ def test_bad_arguments(task):
     no_text = MuseTextToImage(make_tiny_muse_backbone())
     with pytest.raises(ValueError, match="text_encoder"):
         no_text.generate(PROMPTS)
+
+
+def test_precomputed_text_embeddings_give_the_same_images(task):
+    emb, mask = task.text_encoder.encode_text(PROMPTS)
+    from_prompts = _tokens(task, guidance_scale=2.0)
+    from_embeddings = task.generate(
+        {"text_embeddings": emb, "text_padding_mask": mask}, num_steps=6, seed=0,
+        guidance_scale=2.0, return_tokens=True,
+    )["token_ids"]
+    np.testing.assert_array_equal(from_prompts, from_embeddings)
+    with pytest.raises(ValueError, match="text_embeddings"):
+        task.generate({"text_embeddings": emb[..., :3], "text_padding_mask": mask})
+    with pytest.raises(ValueError, match="negative_text_embeddings"):
+        task.generate({"text_embeddings": emb, "text_padding_mask": mask}, negative_prompts="x")
