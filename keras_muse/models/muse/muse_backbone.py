@@ -6,6 +6,7 @@ from keras_hub.models import Backbone
 
 from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
 from keras_muse.layers.transformer_block import MuseTransformerBlock
+from keras_muse.layers.transformer_block import apply_on_tokens
 from keras_muse.models.muse.muse_presets import MUSE_BACKBONE_PRESETS
 from keras_muse.utils.preset_utils import PresetMixin
 
@@ -102,7 +103,7 @@ class MuseBackbone(PresetMixin, Backbone):
         token_ids = keras.Input((num_tokens,), dtype="int32", name="token_ids")
         text_embeddings = keras.Input((None, text_dim), name="text_embeddings")
         text_padding_mask = keras.Input((None,), dtype="bool", name="text_padding_mask")
-        context = self.text_projection(text_embeddings)
+        context = apply_on_tokens(self.text_projection, text_embeddings)
         x = self.embed_tokens(token_ids)
         for block in self.transformer_layers:
             x = block(x, context=context, context_mask=text_padding_mask)
@@ -143,14 +144,14 @@ class MuseBackbone(PresetMixin, Backbone):
         return self.embeddings_dropout(self.embeddings_norm(x), training=training)
 
     def logits_from_hidden(self, x):
-        x = self.head_norm(ops.gelu(self.head_dense(self.final_norm(x)), approximate=True))
-        logits = self.token_embedding(x, reverse=True)
+        x = self.head_norm(ops.gelu(apply_on_tokens(self.head_dense, self.final_norm(x)), approximate=True))
+        logits = apply_on_tokens(self.token_embedding, x, reverse=True)
         # The [MASK] id is an input only: never predicted.
         return ops.cast(logits[..., : self.token_embedding.input_dim - 1], "float32")
 
     def text_key_values(self, text_embeddings):
         """Projected text -> per-layer cross-attention (keys, values)."""
-        context = self.text_projection(text_embeddings)
+        context = apply_on_tokens(self.text_projection, text_embeddings)
         return [block.cross_key_value(context) for block in self.transformer_layers]
 
     def logits_step(self, token_ids, text_key_values, text_padding_mask, training=False):
