@@ -37,3 +37,14 @@ def test_train_bench_quick(tmp_path):
     )
     row = json.loads(out.read_text())["train"][0]
     assert row["config"] == "muse_tiny" and row["tokens_per_s"] > 0 and row["peak_rss_MB"] > 0
+
+
+@pytest.mark.slow
+def test_sample_bench_quick(tmp_path):
+    out = tmp_path / "sample_bench.json"
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "sample_bench.py"), "--quick", "--out", str(out)],
+        check=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    rows = json.loads(out.read_text())["keras_muse"]
+    assert {r["cfg_scale"] for r in rows} == {3.0, 0.0} and all(r["seconds_per_batch"] > 0 for r in rows)

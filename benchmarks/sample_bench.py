@@ -1,0 +1,140 @@
+"""Sampling speed: seconds per batch of the compiled parallel-decoding sampler, table + JSON.
+
+    KERAS_BACKEND=jax python benchmarks/sample_bench.py --out sample_bench.json
+    KERAS_BACKEND=jax python benchmarks/sample_bench.py --quick      # CI-sized
+    # the peers at the same config, same run (their venv: ../shared/bench/peers/setup_venv.sh):
+    KERAS_BACKEND=jax python benchmarks/sample_bench.py --peers /tmp/keras-muse-peers-venv/bin/python
+
+Rows: `muse_tiny` and the issue's config (width 512, depth 8, 8 heads, 256
+tokens, codebook 8192, text length 77 / width 512, batch 4, 12 steps), each
+with classifier-free guidance (scale 3, one doubled batch) and without. The
+text embeddings are given (as the peers' benchmark does: no T5 and no VQGAN
+decoder in the timed region), so the time is the transformer loop:
+`MuseTextToImage.generate({"text_embeddings": ..., "text_padding_mask": ...})`.
+"first call" includes tracing and XLA compilation; "steady" is the median of
+the timed calls after it.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+CONFIGS = {
+    "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
+                      mlp_dim=64, text_dim=16, text_len=8, batch=4, steps=12),
+    "d512_l8_cb8192": dict(codebook_size=8192, grid_size=16, hidden_dim=512, num_layers=8, num_heads=8,
+                           mlp_dim=2048, text_dim=512, text_len=77, batch=4, steps=12),
+}
+PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers")
+
+
+def bench_config(name, runs, cfg_scales=(3.0, 0.0)):
+    import keras
+    import numpy as np
+
+    from keras_muse.models import MuseBackbone
+    from keras_muse.models import MuseTextToImage
+
+    cfg = dict(CONFIGS[name])
+    text_len, batch, steps = cfg.pop("text_len"), cfg.pop("batch"), cfg.pop("steps")
+    keras.utils.set_random_seed(0)
+    backbone = MuseBackbone(**cfg, dropout=0.0)
+    task = MuseTextToImage(backbone)
+    rng = np.random.default_rng(0)
+    inputs = {
+        "text_embeddings": rng.normal(size=(batch, text_len, cfg["text_dim"])).astype("float32"),
+        "text_padding_mask": np.ones((batch, text_len), bool),
+        "negative_text_embeddings": np.zeros((1, text_len, cfg["text_dim"]), "float32"),
+        "negative_text_padding_mask": np.eye(1, text_len, dtype=bool),
+    }
+    rows = []
+    for scale in cfg_scales:
+        if not scale:
+            inputs_now = {k: v for k, v in inputs.items() if not k.startswith("negative")}
+            task.compile(unconditional_text_embeddings=(inputs["negative_text_embeddings"][0],
+                                                        inputs["negative_text_padding_mask"][0]))
+        else:
+            inputs_now = inputs
+
+        def call(seed):
+            return task.generate(inputs_now, num_steps=steps, guidance_scale=scale, seed=seed,
+                                 batch_size=batch, verbose=0)
+
+        start = time.perf_counter()
+        call(0)
+        first = time.perf_counter() - start
+        times = []
+        for r in range(runs):
+            start = time.perf_counter()
+            call(r + 1)
+            times.append(time.perf_counter() - start)
+        steady = float(np.median(times))
+        rows.append({
+            "config": name, "backend": keras.config.backend(), "cfg_scale": scale,
+            "params_M": round(backbone.count_params() / 1e6, 2), "batch": batch, "steps": steps,
+            "tokens": backbone.num_tokens, "first_call_s": round(first, 2),
+            "seconds_per_batch": round(steady, 3), "runs_s": [round(t, 3) for t in times],
+            "images_per_s": round(batch / steady, 3),
+        })
+    return rows
+
+
+def run_peers(python, runs):
+    """The peers at the d512 config, in their own venv; rows as they print them."""
+    script = os.path.join(PEERS_DIR, "sample_bench.py")
+    cmd = [python, script, "--peer", "all", "--mode", "sample", "--dim", "512", "--depth", "8",
+           "--heads", "8", "--batch", "4", "--steps", "12", "--seq-side", "16", "--codebook", "8192",
+           "--text-len", "77", "--text-dim", "512", "--cfg", "3", "0", "--runs", str(runs), "--no-flops"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def _table(rows, columns):
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-|-".join("-" * w for w in widths)]
+    lines += [" | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="muse_tiny only (CI)")
+    parser.add_argument("--peers", default=None, help="python of the peers' venv: time them in the same run")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.configs, args.runs = ["muse_tiny"], 2
+    rows = [row for name in args.configs for row in bench_config(name, args.runs)]
+    print(_table(rows, ["config", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
+                        "seconds_per_batch", "images_per_s"]))
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "keras_muse": rows}
+    if args.peers:
+        peers = run_peers(args.peers, args.runs)
+        result["peers"] = peers
+        ours = {r["cfg_scale"]: r["seconds_per_batch"] for r in rows if r["config"] == "d512_l8_cb8192"}
+        summary = []
+        for p in peers:
+            scale = float(p.get("cfg", 0.0))
+            if scale in ours:
+                summary.append({"peer": p["peer"], "cfg_scale": scale, "peer_s": p["seconds_per_batch"],
+                                "keras_muse_s": ours[scale],
+                                "speedup": round(p["seconds_per_batch"] / ours[scale], 2)})
+        print()
+        print(_table(summary, ["peer", "cfg_scale", "peer_s", "keras_muse_s", "speedup"]))
+        result["comparison"] = summary
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
