@@ -18,6 +18,7 @@ from keras_muse.layers.masking import apply_mask
 from keras_muse.layers.masking import sample_condition_dropout
 from keras_muse.layers.masking import sample_token_mask
 from keras_muse.models.muse.muse_backbone import MuseBackbone
+from keras_muse.models.muse.training_inputs import is_string_data
 from keras_muse.models.muse.training_inputs import standardize_training_inputs
 from keras_muse.models.muse.training_inputs import validate_training_arrays
 from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
@@ -225,7 +226,7 @@ class MuseTextToImage(TextToImage):
             x["text_padding_mask"] = tokens["padding_mask"]
         return x
 
-    def fit(self, x=None, y=None, *args, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, shuffle=True, **kwargs):
         self._check_arrays(x, y)
         self._prepare_unconditional()
         keys = self._data_keys(x, y)
@@ -233,7 +234,29 @@ class MuseTextToImage(TextToImage):
             # Raised here, not while tracing the step (which would leave
             # half-built optimizer state behind).
             self.unconditional_text_embeddings()
-        return super().fit(x, y, *args, **kwargs)
+        in_memory = y is not None or isinstance(x, (tuple, list, dict))
+        if shuffle and in_memory and not kwargs.get("validation_split"):
+            # keras-hub feeds in-memory data through grain unshuffled; a
+            # tf.data pipeline reshuffles every epoch (seeded by `seed`).
+            x, y = self._shuffled_dataset(x, y, batch_size or 32), None
+            batch_size, shuffle = None, False
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=shuffle, **kwargs)
+
+    def _shuffled_dataset(self, x, y, batch_size):
+        import tensorflow as tf  # tf.data: Keras' backend-independent input pipeline
+
+        def slices(v):
+            # Lists of arrays are structure (a tuple), lists of str are data.
+            if isinstance(v, dict):
+                return {k: slices(u) for k, u in v.items()}
+            if isinstance(v, (list, tuple)) and not is_string_data(v):
+                return tuple(slices(u) for u in v)
+            return np.asarray(v) if isinstance(v, (list, tuple)) else v
+
+        data = slices((x, y) if y is not None else x)
+        ds = tf.data.Dataset.from_tensor_slices(data)
+        n = int(ds.cardinality())
+        return ds.shuffle(max(n, 1), seed=self.seed, reshuffle_each_iteration=True).batch(batch_size)
 
     @staticmethod
     def _data_keys(x, y):

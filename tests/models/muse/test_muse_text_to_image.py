@@ -295,3 +295,22 @@ def test_backup_and_restore_resumes_a_killed_run(preprocessor, data, tmp_path):
     resumed.fit((ids, captions), batch_size=8, epochs=4, verbose=0, callbacks=[restore, probe, marker])
     # Restored to the weights at the end of epoch 1, then ran epochs 2 and 3 only.
     assert epochs == [True, 2, 3]
+
+
+def test_in_memory_data_is_shuffled_every_epoch(preprocessor, data):
+    ids, captions = data
+    task = _task(preprocessor)
+    seen = []
+    original = task._train_body
+
+    def spy(batch):
+        seen.append(batch["token_ids"])
+        return original(batch)
+
+    task._train_body = spy
+    task.run_eagerly = True
+    task.fit((ids, captions), batch_size=N, epochs=2, verbose=0)
+    first, second = (np.asarray(b) for b in seen)
+    # All 32 examples each epoch, in two different orders.
+    assert sorted(map(bytes, first)) == sorted(map(bytes, second))
+    assert not np.array_equal(first, second)
