@@ -47,6 +47,19 @@ def filter_logits(logits, top_k=None, top_p=None):
     return logits
 
 
+def sample_tokens(logits, seed, stream, temperature=1.0, top_k=None, top_p=None):
+    """Samples one token per position (Gumbel-max on the filtered,
+    temperature-scaled logits); returns `(ids int32, log-probability of
+    each sampled id under that distribution)`."""
+    logits = ops.cast(logits, "float32") / ops.maximum(ops.cast(temperature, "float32"), 1e-6)
+    logits = filter_logits(logits, top_k, top_p)
+    noise = muse_random.gumbel(tuple(logits.shape), seed, stream)
+    sampled = ops.cast(ops.argmax(logits + noise, axis=-1), "int32")
+    log_probs = ops.log_softmax(logits, axis=-1)
+    sampled_logp = ops.squeeze(ops.take_along_axis(log_probs, sampled[..., None], axis=-1), -1)
+    return sampled, sampled_logp
+
+
 def keep_masked_counts(step, num_steps, initial_masked, still_masked, schedule="cosine"):
     """How many positions stay masked after `step` (0-based), per example.
 
@@ -112,19 +125,13 @@ def parallel_decode(
     batch, num_tokens = token_ids.shape
     initial_masked = ops.sum(ops.cast(token_mask, "int32"), axis=1)
     ids = ops.where(token_mask, mask_token_id, token_ids)
-    temperature = ops.cast(temperature, "float32")
     choice_temperature = ops.cast(choice_temperature, "float32")
     history = ops.zeros((num_steps, batch, num_tokens), "int32") if return_history else None
 
     def body(step, state):
         ids, mask = state[0], state[1]
-        logits = ops.cast(logits_fn(ids, step), "float32")
-        logits = filter_logits(logits / ops.maximum(temperature, 1e-6), top_k, top_p)
-        vocab = logits.shape[-1]
-        noise = muse_random.gumbel((batch, num_tokens, vocab), seed, 2 * step)
-        sampled = ops.cast(ops.argmax(logits + noise, axis=-1), "int32")
-        log_probs = ops.log_softmax(logits, axis=-1)
-        sampled_logp = ops.squeeze(ops.take_along_axis(log_probs, sampled[..., None], axis=-1), -1)
+        logits = logits_fn(ids, step)
+        sampled, sampled_logp = sample_tokens(logits, seed, 2 * step, temperature, top_k, top_p)
         sampled = ops.where(mask, sampled, ids)
 
         still = ops.sum(ops.cast(mask, "int32"), axis=1)

@@ -18,6 +18,7 @@ from keras_muse.layers.masking import apply_mask
 from keras_muse.layers.masking import sample_condition_dropout
 from keras_muse.layers.masking import sample_token_mask
 from keras_muse.models.muse.muse_backbone import MuseBackbone
+from keras_muse.models.muse.muse_generation import MuseGenerationMixin
 from keras_muse.models.muse.training_inputs import is_string_data
 from keras_muse.models.muse.training_inputs import standardize_training_inputs
 from keras_muse.models.muse.training_inputs import validate_training_arrays
@@ -25,11 +26,6 @@ from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
 from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
 from keras_muse.models.text.text_preprocessor import MuseTextPreprocessor
 from keras_muse.models.vqgan.vqgan import VQGAN
-from keras_muse.backend import random as muse_random
-from keras_muse.samplers.guidance import GUIDANCE_SCHEDULES
-from keras_muse.samplers.guidance import guidance_weight
-from keras_muse.samplers.guidance import guide_logits
-from keras_muse.samplers.parallel_decoding import parallel_decode
 
 TASK_CONFIG_FILE = "task.json"
 _METRICS = ("loss", "masked_accuracy")
@@ -42,8 +38,10 @@ def _check_rate(name, value):
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
-class MuseTextToImage(TextToImage):
-    """Muse: text -> image tokens -> image (paper §2). Train it with `fit`.
+class MuseTextToImage(MuseGenerationMixin, TextToImage):
+    """Muse: text -> image tokens -> image (paper §2). Train it with `fit`;
+    sample with `generate`, `inpaint`, `outpaint` and `edit` (see
+    `MuseGenerationMixin`).
 
     Holds the base masked transformer (`backbone`, a `MuseBackbone`), and
     optionally the text encoder (`text_encoder`, a `MuseTextEncoder`, frozen
@@ -454,263 +452,6 @@ class MuseTextToImage(TextToImage):
         for name, tracker in self.trackers.items():
             tracker.update_state(values[name])
         return {n: t.result() for n, t in self.trackers.items()}
-
-    # ----------------------------------------------------------- generation
-    def generate_step(self, text_inputs, text_padding_mask, null_inputs, null_padding_mask,
-                      seed, guidance_scale, temperature, choice_temperature, *, num_steps,
-                      use_guidance, guidance_schedule, top_k, top_p, return_history,
-                      from_embeddings=False):
-        """Prompts' token ids -> image token ids (and images): traceable, the
-        whole generation (text encoder, cached text K/V, decoding loop, VQGAN
-        decoder) as one program. Conditional and unconditional (or negative)
-        passes run as one doubled batch. `text_inputs` are token ids, or
-        text embeddings with `from_embeddings=True`."""
-        self._generate_traces += 1
-        backbone = self.backbone
-        batch = text_inputs.shape[0]
-        if use_guidance:
-            text_inputs = ops.concatenate([text_inputs, null_inputs], axis=0)
-            text_padding_mask = ops.concatenate([text_padding_mask, null_padding_mask], axis=0)
-        text_padding_mask = ops.cast(text_padding_mask, "bool")
-        if from_embeddings:
-            embeddings = ops.cast(text_inputs, backbone.compute_dtype)
-        else:
-            embeddings = self.text_encoder(
-                {"token_ids": text_inputs, "padding_mask": ops.cast(text_padding_mask, "int32")},
-                training=False,
-            )
-        # Keys/values of the text for every layer, once per generation.
-        key_values = backbone.text_key_values(embeddings)
-
-        def logits_fn(ids, step):
-            if not use_guidance:
-                return backbone.logits_step(ids, key_values, text_padding_mask)
-            logits = backbone.logits_step(ops.concatenate([ids, ids], axis=0), key_values, text_padding_mask)
-            weight = guidance_weight(guidance_scale, step, num_steps, guidance_schedule)
-            return guide_logits(logits[:batch], logits[batch:], weight)
-
-        result = parallel_decode(
-            logits_fn,
-            ops.zeros((batch, backbone.num_tokens), "int32"),
-            ops.ones((batch, backbone.num_tokens), "bool"),
-            seed,
-            num_steps,
-            backbone.mask_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            choice_temperature=choice_temperature,
-            return_history=return_history,
-        )
-        ids, history = result if return_history else (result, None)
-        out = {"token_ids": ids}
-        if history is not None:
-            out["history"] = history
-        if self.vqgan is not None:
-            grid = ops.reshape(ids, (batch, *backbone.grid_size))
-            out["images"] = self.vqgan.decode_step(grid)
-        return out
-
-    def _generate_function(self, **static):
-        key = tuple(sorted(static.items()))
-        cache = self.__dict__.setdefault("_generate_functions", {})
-        if key not in cache:
-            cache[key] = muse_backend.compile_function(
-                self, lambda *args: self.generate_step(*args, **static)
-            )
-        return cache[key]
-
-    def generate(
-        self,
-        prompts,
-        negative_prompts=None,
-        num_steps=24,
-        guidance_scale=3.0,
-        guidance_schedule="linear",
-        temperature=1.0,
-        top_k=None,
-        top_p=None,
-        choice_temperature=4.5,
-        seed=None,
-        batch_size=None,
-        return_tokens=False,
-        return_history=False,
-        verbose=None,
-    ):
-        """Generates images from prompts (paper §2.7, §2.8).
-
-        Args:
-            prompts: str or list of str; or precomputed text embeddings, a
-                dict with "text_embeddings" `[n, L, D]`, "text_padding_mask"
-                `[n, L]` and optionally "negative_text_embeddings" /
-                "negative_text_padding_mask" (default: the empty prompt's,
-                from the text encoder or `compile(unconditional_text_embeddings=...)`).
-            negative_prompts: None, a str (for every prompt) or a list: their
-                logits replace the unconditional ones in guidance.
-            num_steps: decoding steps T (24 for the base model, the paper's).
-            guidance_scale: t of ℓ = (1+t)·ℓ_cond − t·ℓ_uncond; 0 or None
-                turns guidance (and the doubled batch) off.
-            guidance_schedule: "linear" (t ramps up over the steps, the
-                paper's) or "constant".
-            temperature: sampling temperature (> 0).
-            top_k, top_p: optional filters of the sampling distribution.
-            choice_temperature: τ of the confidence noise (annealed to 0).
-            seed: int or None; the same seed gives the same images.
-            batch_size: prompts per compiled call (default: all, up to 8).
-            return_tokens: also return the int32 token grids `[n, h, w]`.
-            return_history: also return the grids after every step,
-                `[n, T, h, w]` ([MASK] id where still masked).
-            verbose: progress bar over batches (default: when > 1 batch).
-
-        Returns:
-            uint8 images `[n, H, W, 3]` (or a dict with "images", "token_ids",
-            "history" when tokens or history are asked for, or when there is
-            no VQGAN).
-
-        Example:
-        ```python
-        images = task.generate(["a red circle above a blue square"] * 4, seed=0)
-        ```
-        """
-        from_embeddings = isinstance(prompts, dict)
-        if from_embeddings:
-            text, negative = self._embedding_inputs(prompts, negative_prompts)
-            has_negative = "negative_text_embeddings" in prompts
-        else:
-            text, negative = self._prompt_inputs(prompts, negative_prompts)
-            has_negative = negative_prompts is not None
-        n = len(text[0])
-        for name, value, low in (("num_steps", num_steps, 1),):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"`{name}` must be an int >= {low}. Received: {name}={value!r}")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")
-        if top_k is not None and not (isinstance(top_k, (int, np.integer)) and 1 <= top_k <= self.backbone.codebook_size):
-            raise ValueError(f"`top_k` must be an int in [1, {self.backbone.codebook_size}] or None. Received: {top_k!r}")
-        if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-            raise ValueError(f"`top_p` must be a number in (0, 1] or None. Received: {top_p!r}")
-        if guidance_scale is not None and not (isinstance(guidance_scale, (int, float)) and np.isfinite(guidance_scale)):
-            raise ValueError(f"`guidance_scale` must be a finite number or None. Received: {guidance_scale!r}")
-        if guidance_schedule not in GUIDANCE_SCHEDULES:
-            raise ValueError(f"`guidance_schedule` must be one of {GUIDANCE_SCHEDULES}. Received: {guidance_schedule!r}")
-        use_guidance = bool(guidance_scale) or has_negative
-        batch_size = min(n, 8) if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
-        batch_size = min(int(batch_size), n)
-        if seed is None:
-            seed = int(np.random.default_rng().integers(0, 2**31 - 1))
-        fn = self._generate_function(
-            num_steps=int(num_steps), use_guidance=use_guidance, guidance_schedule=guidance_schedule,
-            top_k=None if top_k is None else int(top_k), top_p=None if top_p is None else float(top_p),
-            return_history=bool(return_history), from_embeddings=from_embeddings,
-        )
-        tok, tmask = text
-        ntok, nmask = negative
-        num_batches = -(-n // batch_size)
-        progbar = None
-        if verbose or (verbose is None and num_batches > 1):
-            progbar = keras.utils.Progbar(num_batches, unit_name="batch")
-        outputs = []
-        for b in range(num_batches):
-            sl = slice(b * batch_size, (b + 1) * batch_size)
-            parts = [tok[sl], tmask[sl], ntok[sl], nmask[sl]]
-            real = len(parts[0])
-            if real < batch_size:
-                # Pad with copies of the first row: the compiled shape stays.
-                parts = [np.concatenate([p, np.repeat(p[:1], batch_size - real, 0)]) for p in parts]
-            out = fn(
-                *parts,
-                muse_random.make_seed(seed + b),
-                np.float32(guidance_scale or 0.0),
-                np.float32(temperature),
-                np.float32(choice_temperature),
-            )
-            outputs.append({k: np.asarray(ops.convert_to_numpy(v))[:real] if k != "history"
-                            else np.asarray(ops.convert_to_numpy(v))[:, :real] for k, v in out.items()})
-            if progbar is not None:
-                progbar.update(b + 1)
-        h, w = self.backbone.grid_size
-        result = {"token_ids": np.concatenate([o["token_ids"] for o in outputs]).reshape(n, h, w)}
-        if return_history:
-            hist = np.concatenate([o["history"] for o in outputs], axis=1)
-            result["history"] = hist.transpose(1, 0, 2).reshape(n, int(num_steps), h, w)
-        if self.vqgan is not None:
-            images = np.concatenate([o["images"] for o in outputs])
-            result["images"] = self.vqgan.postprocess_images(images)
-            if not (return_tokens or return_history):
-                return result["images"]
-        return result
-
-    def _prompt_inputs(self, prompts, negative_prompts):
-        """Prompts (and negative prompts) -> token ids and padding masks."""
-        from keras_muse.models.text.text_preprocessor import standardize_prompts
-
-        if self.text_encoder is None or self.preprocessor is None:
-            raise ValueError(
-                "`generate` on prompts needs a `text_encoder` with a preprocessor "
-                "(or pass precomputed text embeddings as a dict)."
-            )
-        prompts = standardize_prompts(prompts)
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts:
-            raise ValueError("`prompts` must not be empty.")
-        if negative_prompts is None:
-            negative = [UNCONDITIONAL_PROMPT] * len(prompts)
-        else:
-            negative = standardize_prompts(negative_prompts, name="negative_prompts")
-            negative = [negative] * len(prompts) if isinstance(negative, str) else list(negative)
-            if len(negative) != len(prompts):
-                raise ValueError(
-                    f"`negative_prompts` must be one string or one per prompt ({len(prompts)}). "
-                    f"Received {len(negative)}."
-                )
-
-        def tokenize(texts):
-            t = self.preprocessor(texts)
-            return (np.asarray(ops.convert_to_numpy(t["token_ids"]), "int32"),
-                    np.asarray(ops.convert_to_numpy(t["padding_mask"]), bool))
-
-        return tokenize(prompts), tokenize(negative)
-
-    def _embedding_inputs(self, inputs, negative_prompts):
-        """A dict of precomputed text embeddings -> arrays, checked."""
-        if negative_prompts is not None:
-            raise ValueError(
-                "With precomputed text embeddings, pass negative prompts as "
-                "'negative_text_embeddings' in the dict, not `negative_prompts`."
-            )
-        keys = set(inputs)
-        allowed = {"text_embeddings", "text_padding_mask", "negative_text_embeddings", "negative_text_padding_mask"}
-        if not {"text_embeddings", "text_padding_mask"} <= keys or keys - allowed:
-            raise ValueError(
-                f"Precomputed inputs must be a dict with keys {sorted(allowed)} (the first two "
-                f"required). Received keys: {sorted(keys)}"
-            )
-        emb = np.asarray(inputs["text_embeddings"], "float32")
-        mask = np.asarray(inputs["text_padding_mask"], bool)
-        d = self.backbone.text_dim
-        if emb.ndim != 3 or emb.shape[0] == 0 or emb.shape[-1] != d or mask.shape != emb.shape[:2]:
-            raise ValueError(
-                f"`text_embeddings` must be [n >= 1, L, {d}] with `text_padding_mask` [n, L]. "
-                f"Received shapes {emb.shape} and {mask.shape}."
-            )
-        if not np.all(np.isfinite(emb)):
-            raise ValueError("`text_embeddings` contain NaN or inf.")
-        if "negative_text_embeddings" in inputs:
-            nemb = np.asarray(inputs["negative_text_embeddings"], "float32")
-            nmask = np.asarray(inputs["negative_text_padding_mask"], bool)
-        else:
-            u_emb, u_mask = self.unconditional_text_embeddings()
-            nemb, nmask = u_emb[None], u_mask[None]
-        if nemb.shape[0] == 1:
-            nemb, nmask = np.repeat(nemb, len(emb), 0), np.repeat(nmask, len(emb), 0)
-        if nemb.shape != emb.shape or nmask.shape != mask.shape:
-            raise ValueError(
-                f"The negative (or unconditional) text embeddings must match the text "
-                f"embeddings' shape {emb.shape} (or have batch 1). Received {nemb.shape}."
-            )
-        return (emb, mask), (nemb, nmask)
 
     # -------------------------------------------------------------- presets
     def get_config(self):

@@ -124,3 +124,80 @@ def test_precomputed_text_embeddings_give_the_same_images(task):
         task.generate({"text_embeddings": emb[..., :3], "text_padding_mask": mask})
     with pytest.raises(ValueError, match="negative_text_embeddings"):
         task.generate({"text_embeddings": emb, "text_padding_mask": mask}, negative_prompts="x")
+
+
+def _images(task, n=2, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 3)).astype("uint8")
+
+
+def test_inpainting_keeps_the_unmasked_tokens(task):
+    images = _images(task)
+    original = task.vqgan.encode(task.vqgan.preprocess_images(images))
+    mask = np.zeros((2, 16, 16), bool)
+    mask[0, :, 8:] = True       # right half of image 0: token columns 2-3
+    mask[1, 5, 5] = True        # one pixel of image 1: token (1, 1)
+    out = task.inpaint(images, mask, PROMPTS, num_steps=4, seed=0, return_tokens=True)
+    ids = out["token_ids"]
+    keep = np.ones((2, 4, 4), bool)
+    keep[0, :, 2:] = False
+    keep[1, 1, 1] = False
+    np.testing.assert_array_equal(ids[keep], original[keep])
+    assert out["images"].shape == (2, 16, 16, 3)
+    # Same seed, same result; a different seed changes the masked region.
+    again = task.inpaint(images, mask, PROMPTS, num_steps=4, seed=0, return_tokens=True)["token_ids"]
+    np.testing.assert_array_equal(ids, again)
+    other = task.inpaint(images, mask, PROMPTS, num_steps=4, seed=3, return_tokens=True)["token_ids"]
+    assert not np.array_equal(ids[~keep], other[~keep])
+
+
+def test_outpainting_shifts_and_fills_the_strip(task):
+    images = _images(task)
+    original = task.vqgan.encode(task.vqgan.preprocess_images(images))
+    out = task.outpaint(images, PROMPTS, direction="right", extent=0.25, num_steps=4, seed=0,
+                        return_tokens=True)["token_ids"]
+    # The image moved one token column left; the new last column is generated.
+    np.testing.assert_array_equal(out[:, :, :3], original[:, :, 1:])
+    top = task.outpaint(images, PROMPTS, direction="top", extent=8, num_steps=4, seed=0,
+                        return_tokens=True)["token_ids"]
+    np.testing.assert_array_equal(top[:, 2:], original[:, :2])
+    with pytest.raises(ValueError, match="direction"):
+        task.outpaint(images, PROMPTS, direction="up")
+    with pytest.raises(ValueError, match="extent"):
+        task.outpaint(images, PROMPTS, extent=1.5)
+
+
+def test_mask_free_editing(task):
+    images = _images(task)
+    original = task.vqgan.encode(task.vqgan.preprocess_images(images))
+    edited = task.edit(images, PROMPTS, iterations=6, fraction=0.25, seed=0, return_tokens=True)["token_ids"]
+    changed = (edited != original).mean()
+    assert 0 < changed <= 1
+    again = task.edit(images, PROMPTS, iterations=6, fraction=0.25, seed=0, return_tokens=True)["token_ids"]
+    np.testing.assert_array_equal(edited, again)
+    # A mask restricts the edit: only token column 0 may change.
+    mask = np.zeros((16, 16), bool)
+    mask[:, :4] = True
+    local = task.edit(images, PROMPTS, iterations=6, fraction=0.25, seed=0, masks=mask,
+                      return_tokens=True)["token_ids"]
+    np.testing.assert_array_equal(local[:, :, 1:], original[:, :, 1:])
+
+
+def test_editing_bad_inputs(task):
+    images = _images(task)
+    with pytest.raises(ValueError, match="images"):
+        task.inpaint(images[:, :8], np.ones((2, 8, 16), bool), PROMPTS)
+    with pytest.raises(ValueError, match="masks"):
+        task.inpaint(images, np.ones((2, 8, 8), bool), PROMPTS)
+    with pytest.raises(ValueError, match="at least one pixel"):
+        task.inpaint(images, np.zeros((2, 16, 16), bool), PROMPTS)
+    with pytest.raises(ValueError, match="NaN"):
+        task.inpaint(images, np.full((16, 16), np.nan), PROMPTS)
+    with pytest.raises(ValueError, match="one per image"):
+        task.inpaint(images, np.ones((16, 16), bool), PROMPTS * 2)
+    with pytest.raises(ValueError, match="fraction"):
+        task.edit(images, PROMPTS, fraction=0)
+    with pytest.raises(ValueError, match="iterations"):
+        task.edit(images, PROMPTS, iterations=0)
+    no_vqgan = MuseTextToImage(make_tiny_muse_backbone(), text_encoder=task.text_encoder)
+    with pytest.raises(ValueError, match="vqgan"):
+        no_vqgan.inpaint(images, np.ones((16, 16), bool), PROMPTS)
