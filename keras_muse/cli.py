@@ -5,6 +5,8 @@ Commands:
     train muse    train the base masked transformer on a tokenizer's ids + captions
     reconstruct   tokenize and decode images with a trained tokenizer preset
     generate      text -> images with a trained MuseTextToImage preset (PNG grid)
+    inpaint       regenerate the masked region of images (mask images: white = regenerate)
+    edit          mask-free editing of images toward a prompt
 
 Example:
     python -m keras_muse train vqgan --steps 300 --out reconstructions.png
@@ -127,28 +129,64 @@ def _run_train_vqgan(args):
     return 0
 
 
-def _run_reconstruct(args):
+def _load_images(paths, resolution, mode="RGB"):
+    """Image files -> uint8 [n, r, r, C], centre-cropped and resized."""
     import numpy as np
     from PIL import Image
 
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im = im.convert(mode)
+                side = min(im.size)
+                left, top = (im.width - side) // 2, (im.height - side) // 2
+                resample = Image.NEAREST if mode == "L" else Image.BICUBIC
+                im = im.crop((left, top, left + side, top + side)).resize((resolution, resolution), resample)
+                images.append(np.asarray(im))
+        except OSError as e:
+            raise SystemExit(f"cannot read image {path!r}: {e}")
+    return np.stack(images)
+
+
+def _run_reconstruct(args):
     from keras_muse.models import VQGAN
     from keras_muse.training.train_vqgan import comparison_grid
     from keras_muse.utils.image_utils import save_png
 
     vqgan = VQGAN.from_preset(args.preset)
-    images = []
-    for path in args.images:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            side = min(im.size)
-            left, top = (im.width - side) // 2, (im.height - side) // 2
-            im = im.crop((left, top, left + side, top + side)).resize(
-                (args.resolution, args.resolution), Image.BICUBIC
-            )
-            images.append(np.asarray(im))
-    images = np.stack(images)
+    images = _load_images(args.images, args.resolution)
     recon = vqgan.reconstruct(images)
     save_png(comparison_grid(images, recon, columns=min(8, len(images))), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _run_edit_command(args):
+    """`inpaint` and `edit`: originals next to the results, with captions."""
+    import numpy as np
+
+    from keras_muse.models import MuseTextToImage
+    from keras_muse.utils.image_utils import make_captioned_grid
+    from keras_muse.utils.image_utils import save_png
+
+    task = MuseTextToImage.from_preset(args.preset)
+    resolution = task.backbone.grid_size[0] * task.vqgan.factor
+    images = _load_images(args.images, resolution)
+    if args.command == "inpaint":
+        masks = _load_images(args.mask, resolution, mode="L") > 127
+        if len(masks) == 1:
+            masks = np.repeat(masks, len(images), 0)
+        if len(masks) != len(images):
+            raise SystemExit("--mask: give one mask, or one per image")
+        results = task.inpaint(images, masks, args.prompt, num_steps=args.steps,
+                               guidance_scale=args.guidance_scale, seed=args.seed)
+    else:
+        results = task.edit(images, args.prompt, iterations=args.iterations, fraction=args.fraction,
+                            guidance_scale=args.guidance_scale, seed=args.seed)
+    tiles = np.stack([t for pair in zip(images, results) for t in pair])
+    captions = [c for _ in images for c in ("original", args.prompt)]
+    save_png(make_captioned_grid(tiles, captions, columns=2), args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -214,6 +252,26 @@ def build_parser():
     gen.add_argument("--out", default="samples.png", help="PNG grid with captions")
     gen.add_argument("--save-images", default=None, help="directory for the single images as PNG")
     gen.set_defaults(func=_run_generate)
+    inp = commands.add_parser("inpaint", help="Regenerate the masked region of images.")
+    inp.add_argument("images", nargs="+")
+    inp.add_argument("--mask", nargs="+", required=True, help="mask image(s): white = regenerate")
+    inp.add_argument("--prompt", required=True)
+    inp.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
+    inp.add_argument("--steps", type=int, default=12)
+    inp.add_argument("--guidance-scale", type=float, default=3.0)
+    inp.add_argument("--seed", type=int, default=0)
+    inp.add_argument("--out", default="inpainted.png")
+    inp.set_defaults(func=_run_edit_command)
+    edit = commands.add_parser("edit", help="Mask-free editing of images toward a prompt.")
+    edit.add_argument("images", nargs="+")
+    edit.add_argument("--prompt", required=True)
+    edit.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
+    edit.add_argument("--iterations", type=int, default=100)
+    edit.add_argument("--fraction", type=float, default=0.08)
+    edit.add_argument("--guidance-scale", type=float, default=4.0)
+    edit.add_argument("--seed", type=int, default=0)
+    edit.add_argument("--out", default="edited.png")
+    edit.set_defaults(func=_run_edit_command)
     return parser
 
 

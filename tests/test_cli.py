@@ -70,3 +70,14 @@ def test_generate_cli_writes_a_captioned_grid(tmp_path):
     assert singles == ["0000.png", "0001.png", "0002.png", "0003.png"]
     with pytest.raises(SystemExit):
         main(["generate", "x", "--preset", str(tmp_path / "preset"), "-n", "0"])
+    # inpaint and edit on image files (any size: centre-cropped and resized).
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "in.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, 8:] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    assert main(["inpaint", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--prompt",
+                 "a red circle", "--preset", str(tmp_path / "preset"), "--steps", "3",
+                 "--out", str(tmp_path / "inpainted.png")]) == 0
+    assert main(["edit", str(tmp_path / "in.png"), "--prompt", "a red circle", "--iterations", "3",
+                 "--preset", str(tmp_path / "preset"), "--out", str(tmp_path / "edited.png")]) == 0
+    assert (tmp_path / "inpainted.png").exists() and (tmp_path / "edited.png").exists()
