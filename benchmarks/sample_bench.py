@@ -25,6 +25,8 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+from bench_utils import format_table  # noqa: E402
+
 CONFIGS = {
     "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
                       mlp_dim=64, text_dim=16, text_len=8, batch=4, steps=12),
@@ -95,13 +97,6 @@ def run_peers(python, runs):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def _table(rows, columns):
-    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths)), "-|-".join("-" * w for w in widths)]
-    lines += [" | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
-    return "\n".join(lines)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -113,7 +108,7 @@ def main(argv=None):
     if args.quick:
         args.configs, args.runs = ["muse_tiny"], 2
     rows = [row for name in args.configs for row in bench_config(name, args.runs)]
-    print(_table(rows, ["config", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
+    print(format_table(rows, ["config", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
                         "seconds_per_batch", "images_per_s"]))
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "keras_muse": rows}
     if args.peers:
@@ -128,7 +123,7 @@ def main(argv=None):
                                 "keras_muse_s": ours[scale],
                                 "speedup": round(p["seconds_per_batch"] / ours[scale], 2)})
         print()
-        print(_table(summary, ["peer", "cfg_scale", "peer_s", "keras_muse_s", "speedup"]))
+        print(format_table(summary, ["peer", "cfg_scale", "peer_s", "keras_muse_s", "speedup"]))
         result["comparison"] = summary
     if args.out:
         with open(args.out, "w") as f:

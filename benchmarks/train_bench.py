@@ -24,6 +24,8 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+from bench_utils import format_table  # noqa: E402
+
 CONFIGS = {
     "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
                       mlp_dim=64, text_dim=16, text_len=8, batch=32),
@@ -139,15 +141,6 @@ def attention_comparison(batch=8, tokens=256, width=512, heads=8, text_len=77, r
     return rows
 
 
-def _table(rows, columns):
-    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("-|-".join("-" * w for w in widths))
-    for r in rows:
-        lines.append(" | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)))
-    return "\n".join(lines)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -172,13 +165,13 @@ def main(argv=None):
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(_table(rows, ["config", "params_M", "batch", "first_step_s", "s_per_step", "tokens_per_s",
+    print(format_table(rows, ["config", "params_M", "batch", "first_step_s", "s_per_step", "tokens_per_s",
                         "examples_per_s", "peak_rss_MB"]))
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "train": rows}
     if args.attention:
         attn = attention_comparison()
         print()
-        print(_table(attn, ["implementation", "pass", "ms"]))
+        print(format_table(attn, ["implementation", "pass", "ms"]))
         result["attention"] = attn
     if args.out:
         with open(args.out, "w") as f:

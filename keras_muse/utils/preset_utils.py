@@ -13,6 +13,7 @@ keras-hub's `from_preset` resolves Kaggle/HF handles and local directories;
   preset where a good one was.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -50,6 +51,28 @@ def _check_local_preset(path, cls):
             f"not a {cls.__name__}."
         )
     return config
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yields a temporary sibling directory path; on success it replaces
+    `path` (renamed into place), on failure it is removed and `path` is
+    left as it was. Readers never see half of a directory."""
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
+    try:
+        yield tmp
+        if os.path.exists(path):
+            old = tmp + ".old"
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class PresetMixin:
@@ -123,20 +146,9 @@ class PresetMixin:
 
     def save_to_preset(self, preset_dir, **kwargs):
         """Saves config + weights to `preset_dir` atomically."""
-        preset_dir = os.path.abspath(os.fspath(preset_dir))
-        parent = os.path.dirname(preset_dir)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(preset_dir)}.tmp-{uuid.uuid4().hex}")
         self._saving_preset = True
         try:
-            super().save_to_preset(tmp, **kwargs)
-            if os.path.exists(preset_dir):
-                old = tmp + ".old"
-                os.rename(preset_dir, old)
-                os.rename(tmp, preset_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, preset_dir)
+            with atomic_directory(preset_dir) as tmp:
+                super().save_to_preset(tmp, **kwargs)
         finally:
             self._saving_preset = False
-            shutil.rmtree(tmp, ignore_errors=True)

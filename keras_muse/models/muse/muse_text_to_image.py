@@ -2,8 +2,6 @@
 
 import json
 import os
-import shutil
-import uuid
 
 import keras
 import numpy as np
@@ -26,6 +24,7 @@ from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
 from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
 from keras_muse.models.text.text_preprocessor import MuseTextPreprocessor
 from keras_muse.models.vqgan.vqgan import VQGAN
+from keras_muse.utils.preset_utils import atomic_directory
 
 TASK_CONFIG_FILE = "task.json"
 _METRICS = ("loss", "masked_accuracy")
@@ -496,11 +495,7 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
         ```
         A crash mid-save leaves any previous preset at `preset_dir` intact.
         """
-        preset_dir = os.path.abspath(os.fspath(preset_dir))
-        parent = os.path.dirname(preset_dir)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(preset_dir)}.tmp-{uuid.uuid4().hex}")
-        try:
+        with atomic_directory(preset_dir) as tmp:
             self.backbone.save_to_preset(tmp)
             components = {}
             for name in ("text_encoder", "vqgan"):
@@ -518,15 +513,6 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
                     f,
                     indent=2,
                 )
-            if os.path.exists(preset_dir):
-                old = tmp + ".old"
-                os.rename(preset_dir, old)
-                os.rename(tmp, preset_dir)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, preset_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
