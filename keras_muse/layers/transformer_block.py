@@ -50,9 +50,10 @@ def attention(q, k, v, mask=None):
     return ops.transpose(out, (0, 2, 1, 3))
 
 
-def _split_heads(x, num_heads):
+def _split_heads(x, num_heads, key_dim):
+    # Explicit sizes: a -1 would lose the static head size in a TF graph.
     b, n = ops.shape(x)[0], ops.shape(x)[1]
-    return ops.reshape(x, (b, n, num_heads, -1))
+    return ops.reshape(x, (b, n, num_heads, key_dim))
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
@@ -98,12 +99,12 @@ class MuseAttention(keras.layers.Layer):
     def key_value(self, context):
         """Projected keys and values of `context`, [B, L, heads, key_dim] each."""
         return (
-            _split_heads(apply_on_tokens(self.key, context), self.num_heads),
-            _split_heads(apply_on_tokens(self.value, context), self.num_heads),
+            _split_heads(apply_on_tokens(self.key, context), self.num_heads, self.key_dim),
+            _split_heads(apply_on_tokens(self.value, context), self.num_heads, self.key_dim),
         )
 
     def call(self, x, context=None, context_mask=None, key_value=None, training=False):
-        q = _split_heads(apply_on_tokens(self.query, x), self.num_heads)
+        q = _split_heads(apply_on_tokens(self.query, x), self.num_heads, self.key_dim)
         if key_value is None:
             key_value = self.key_value(x if context is None else context)
         k, v = key_value

@@ -158,8 +158,8 @@ class MuseGenerationMixin:
         Args:
             images: uint8 `[n, H, W, 3]` (or floats in [-1, 1]), H and W the
                 model's resolution.
-            masks: `[n, H, W]` (or `[H, W]` for all) bool/0-1 pixel masks,
-                True = regenerate. A token is regenerated when any pixel of
+            masks: `[n, H, W]` (or `[H, W]` for all) binary pixel masks
+                (bool or 0/1), True = regenerate. A token is regenerated when any pixel of
                 its patch is masked; the others are kept exactly.
             prompts: str or list of str.
             num_steps: decoding steps over the masked tokens (12).
@@ -288,9 +288,15 @@ class MuseGenerationMixin:
                 f"(True = regenerate). Received shape {masks.shape}."
             )
         if masks.dtype != bool:
-            if not np.all(np.isfinite(masks.astype("float64"))):
+            values = masks.astype("float64")
+            if not np.all(np.isfinite(values)):
                 raise ValueError("`masks` contain NaN or inf.")
-            masks = masks > 0.5
+            if not np.all((values == 0) | (values == 1)):
+                raise ValueError(
+                    "`masks` must be binary: bool, or 0/1 values (1 = regenerate). Received values "
+                    f"in [{values.min()}, {values.max()}]; threshold soft masks first."
+                )
+            masks = values == 1
         f = self.vqgan.factor
         h, w = height // f, width // f
         token_mask = masks.reshape(n, h, f, w, f).any(axis=(2, 4)).reshape(n, -1)
@@ -322,6 +328,8 @@ class MuseGenerationMixin:
             isinstance(guidance_scale, (int, float)) and np.isfinite(guidance_scale)
         ):
             raise ValueError(f"`guidance_scale` must be a finite number or None. Received: {guidance_scale!r}")
+        if guidance_scale is not None and guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be >= 0 (0 turns guidance off). Received: {guidance_scale!r}")
         if guidance_schedule not in GUIDANCE_SCHEDULES:
             raise ValueError(
                 f"`guidance_schedule` must be one of {GUIDANCE_SCHEDULES}. Received: {guidance_schedule!r}"

@@ -107,6 +107,8 @@ def test_bad_arguments(task):
         task.generate(PROMPTS, guidance_schedule="cubic")
     with pytest.raises(ValueError, match="batch_size"):
         task.generate(PROMPTS, batch_size=0)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        task.generate(PROMPTS, guidance_scale=-2.0)
     no_text = MuseTextToImage(make_tiny_muse_backbone())
     with pytest.raises(ValueError, match="text_encoder"):
         no_text.generate(PROMPTS)
@@ -192,6 +194,10 @@ def test_editing_bad_inputs(task):
         task.inpaint(images, np.zeros((2, 16, 16), bool), PROMPTS)
     with pytest.raises(ValueError, match="NaN"):
         task.inpaint(images, np.full((16, 16), np.nan), PROMPTS)
+    with pytest.raises(ValueError, match="binary"):
+        task.inpaint(images, np.full((16, 16), 0.7), PROMPTS)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        task.inpaint(images, np.ones((16, 16), "uint8"), PROMPTS, guidance_scale=-1.0)
     with pytest.raises(ValueError, match="one per image"):
         task.inpaint(images, np.ones((16, 16), bool), PROMPTS * 2)
     with pytest.raises(ValueError, match="fraction"):
