@@ -34,6 +34,10 @@ def _add_train_vqgan(subparsers):
     p.add_argument("--adversarial-weight", type=float, default=0.1)
     p.add_argument("--discriminator-start", type=int, default=None,
                    help="step at which the GAN losses start (default: 85%% of --steps)")
+    p.add_argument("--entropy-weight", type=float, default=0.0,
+                   help="codebook entropy regularizer (MaskGIT: 0.1); 0 for flat-background data")
+    p.add_argument("--codebook-size", type=int, default=None,
+                   help="override the architecture's codebook size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="reconstructions.png", help="PNG: originals vs reconstructions")
     p.add_argument("--save-preset", default=None, help="directory to save the trained preset to")
@@ -119,6 +123,8 @@ def _run_train_vqgan(args):
         perceptual_weight=args.perceptual_weight,
         adversarial_weight=args.adversarial_weight,
         discriminator_start=args.discriminator_start,
+        entropy_weight=args.entropy_weight,
+        codebook_size=args.codebook_size,
         seed=args.seed,
         out=args.out,
         save_preset=args.save_preset,

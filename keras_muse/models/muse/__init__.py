@@ -1,2 +1,3 @@
 from keras_muse.models.muse.muse_backbone import MuseBackbone
+from keras_muse.models.muse.muse_super_res_backbone import MuseSuperResBackbone
 from keras_muse.models.muse.muse_text_to_image import MuseTextToImage

@@ -1,8 +1,11 @@
-"""Named base-transformer configurations (paper App. A.1; MaskGIT where silent).
+"""Named transformer configurations (paper App. A.1, A.3; MaskGIT where silent).
 
 Muse-3B: 48 layers, width 2048, MLP 8192 (paper); 16 heads and dropout 0.1
-are MaskGIT's. Text: T5-XXL, 4096-d. Presets without weights: build them with
-`from_preset(name, load_weights=False)`.
+are MaskGIT's. Super-res: 16 low-res self-attention layers, a 32-layer
+high-res transformer, width 1024, MLP 4096, 16x16 -> 64x64 tokens (paper).
+Text: T5-XXL, 4096-d. The paper does not give the sizes of its CC3M models
+(Muse-632M, the 268M super-res), so they are not guessed here. Presets
+without weights: build them with `from_preset(name, load_weights=False)`.
 """
 
 MUSE_BACKBONE_PRESETS = {
@@ -25,6 +28,28 @@ MUSE_BACKBONE_PRESETS = {
         "config": dict(
             codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
             mlp_dim=64, text_dim=16, dropout=0.0,
+        ),
+    },
+}
+
+MUSE_SUPER_RES_PRESETS = {
+    "muse_super_res_512": {
+        "description": (
+            "Muse super-res transformer (paper App. A.3): 16x16 f16 tokens -> 64x64 f8 "
+            "tokens (256^2 -> 512^2), 16 low-res + 32 high-res layers, width 1024, T5-XXL text."
+        ),
+        "config": dict(
+            codebook_size=8192, grid_size=64, low_res_codebook_size=8192, low_res_grid_size=16,
+            hidden_dim=1024, num_layers=32, low_res_num_layers=16, num_heads=16, mlp_dim=4096,
+            text_dim=4096, dropout=0.1,
+        ),
+    },
+    "muse_super_res_tiny": {
+        "description": "Tiny super-res transformer for tests: 4x4 -> 8x8 tokens.",
+        "config": dict(
+            codebook_size=64, grid_size=8, low_res_codebook_size=64, low_res_grid_size=4,
+            hidden_dim=32, num_layers=2, low_res_num_layers=1, num_heads=4, mlp_dim=64,
+            text_dim=16, dropout=0.0,
         ),
     },
 }

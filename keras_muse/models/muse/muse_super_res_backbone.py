@@ -1,0 +1,203 @@
+import keras
+from keras import ops
+from keras_hub.models import Backbone
+
+from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
+from keras_muse.layers.transformer_block import MuseTransformerBlock
+from keras_muse.models.muse.masked_token_transformer import MaskedTokenTransformerMixin
+from keras_muse.models.muse.masked_token_transformer import as_grid
+from keras_muse.models.muse.muse_presets import MUSE_SUPER_RES_PRESETS
+from keras_muse.utils.preset_utils import PresetMixin
+
+
+@keras.saving.register_keras_serializable(package="keras_muse")
+class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
+    """The Muse super-resolution masked transformer (paper §2.4, App. A.3).
+
+    The low-res token grid (the base model's output, e.g. 16x16 from the f16
+    tokenizer) is embedded and passed through its own stack of
+    `low_res_num_layers` self-attention blocks; those outputs, concatenated
+    with the projected text embeddings (padding mask: all low-res tokens
+    real, then the text's), form the context that the high-res transformer
+    over the masked high-res grid (e.g. 64x64 from the f8 tokenizer)
+    cross-attends to. The high-res side (embedding with [MASK], 2-D
+    positions, `MuseTransformerBlock`s, logits head) is the base model's
+    code (`MaskedTokenTransformerMixin`); the low-res stack is the same block
+    without cross-attention.
+
+    Inputs (dict): `token_ids` int [B, N] (high-res, N = grid_size**2, id
+    `codebook_size` is [MASK]); `low_res_token_ids` int [B, n] (n =
+    low_res_grid_size**2, never masked); `text_embeddings` float [B, L,
+    text_dim]; `text_padding_mask` bool [B, L]. Output: logits [B, N,
+    codebook_size].
+
+    Args:
+        codebook_size: int, the high-res tokenizer's codebook.
+        grid_size: int or (h, w), the high-res token grid.
+        low_res_codebook_size: int, the base tokenizer's codebook.
+        low_res_grid_size: int or (h, w), the low-res token grid.
+        hidden_dim, num_layers, num_heads, mlp_dim: the high-res transformer.
+        low_res_num_layers: int, self-attention blocks over the low-res tokens.
+        text_dim: int, width of the text encoder's outputs.
+        dropout, tie_embeddings, layer_norm_epsilon, dtype: as `MuseBackbone`.
+
+    Example:
+    ```python
+    sr = MuseSuperResBackbone.from_preset("muse_super_res_tiny", load_weights=False)
+    logits = sr({
+        "token_ids": np.full((2, 64), 64, "int32"),           # 8x8, all [MASK]
+        "low_res_token_ids": np.zeros((2, 16), "int32"),      # 4x4 base tokens
+        "text_embeddings": np.zeros((2, 8, 16), "float32"),
+        "text_padding_mask": np.ones((2, 8), bool),
+    })                                                         # (2, 64, 64)
+    ```
+    """
+
+    config_presets = MUSE_SUPER_RES_PRESETS
+
+    def __init__(
+        self,
+        codebook_size,
+        grid_size,
+        low_res_codebook_size,
+        low_res_grid_size,
+        hidden_dim,
+        num_layers,
+        low_res_num_layers,
+        num_heads,
+        mlp_dim,
+        text_dim,
+        dropout=0.1,
+        tie_embeddings=True,
+        layer_norm_epsilon=1e-6,
+        dtype=None,
+        **kwargs,
+    ):
+        grid = as_grid(grid_size)
+        low_grid = as_grid(low_res_grid_size)
+        num_tokens = grid[0] * grid[1]
+        num_low_res_tokens = low_grid[0] * low_grid[1]
+
+        # === Layers ===
+        self._create_token_layers(
+            codebook_size, grid, hidden_dim, num_layers, num_heads, mlp_dim,
+            dropout, tie_embeddings, layer_norm_epsilon, dtype,
+        )
+        self.low_res_embedding = keras.layers.Embedding(
+            low_res_codebook_size,
+            hidden_dim,
+            embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            dtype=dtype,
+            name="low_res_embedding",
+        )
+        self.low_res_position_embedding = PositionEmbedding2D(
+            low_grid, dtype=dtype, name="low_res_position_embedding"
+        )
+        self.low_res_embeddings_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="low_res_embeddings_norm"
+        )
+        self.low_res_layers = [
+            MuseTransformerBlock(
+                hidden_dim, num_heads, mlp_dim, dropout=dropout, cross_attention=False,
+                layer_norm_epsilon=layer_norm_epsilon, dtype=dtype,
+                name=f"low_res_layer_{i}",
+            )
+            for i in range(low_res_num_layers)
+        ]
+        self.low_res_final_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="low_res_final_norm"
+        )
+
+        # === Functional Model ===
+        token_ids = keras.Input((num_tokens,), dtype="int32", name="token_ids")
+        low_res_token_ids = keras.Input((num_low_res_tokens,), dtype="int32", name="low_res_token_ids")
+        text_embeddings = keras.Input((None, text_dim), name="text_embeddings")
+        text_padding_mask = keras.Input((None,), dtype="bool", name="text_padding_mask")
+        context, context_mask = self.context(low_res_token_ids, text_embeddings, text_padding_mask)
+        x = self.embed_tokens(token_ids)
+        x = self.transform(x, context=context, context_mask=context_mask)
+        logits = self.logits_from_hidden(x)
+        super().__init__(
+            inputs={
+                "token_ids": token_ids,
+                "low_res_token_ids": low_res_token_ids,
+                "text_embeddings": text_embeddings,
+                "text_padding_mask": text_padding_mask,
+            },
+            outputs=logits,
+            dtype=dtype,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.codebook_size = codebook_size
+        self.grid_size = grid
+        self.num_tokens = num_tokens
+        self.low_res_codebook_size = low_res_codebook_size
+        self.low_res_grid_size = low_grid
+        self.num_low_res_tokens = num_low_res_tokens
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.low_res_num_layers = low_res_num_layers
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.text_dim = text_dim
+        self.dropout = dropout
+        self.tie_embeddings = tie_embeddings
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def context(self, low_res_token_ids, text_embeddings, text_padding_mask, training=False):
+        """[low-res stack outputs; projected text] and its padding mask."""
+        x = self.low_res_embedding(low_res_token_ids)
+        x = self.low_res_embeddings_norm(self.low_res_position_embedding(x))
+        for block in self.low_res_layers:
+            x = block(x, training=training)
+        x = self.low_res_final_norm(x)
+        text = self.project_text(text_embeddings)
+        context = ops.concatenate([x, ops.cast(text, x.dtype)], axis=1)
+        # Every low-res token is real; the text keeps its own padding.
+        low_mask = ops.cast(ops.ones_like(low_res_token_ids), "bool")
+        mask = ops.concatenate([low_mask, ops.cast(text_padding_mask, "bool")], axis=1)
+        return context, mask
+
+    def conditioning_key_values(self, text_embeddings, text_padding_mask, low_res_token_ids):
+        """The context's per-layer cross-attention keys/values and mask,
+        computed once per generation (`logits_step` reads them)."""
+        context, mask = self.context(low_res_token_ids, text_embeddings, text_padding_mask)
+        return self.context_key_values(context), mask
+
+    def validate_inputs(self, token_ids, low_res_token_ids, text_embeddings, text_padding_mask):
+        """Clear `ValueError`s for concrete (numpy-convertible) inputs."""
+        ids = self._validate_ids(
+            "token_ids", token_ids, self.num_tokens, self.grid_size, self.codebook_size,
+            f" ({self.codebook_size} is [MASK])",
+        )
+        low = self._validate_ids(
+            "low_res_token_ids", low_res_token_ids, self.num_low_res_tokens,
+            self.low_res_grid_size, self.low_res_codebook_size - 1, " (low-res codebook ids)",
+        )
+        if low.shape[0] != ids.shape[0]:
+            raise ValueError(
+                f"`low_res_token_ids` batch ({low.shape[0]}) must equal the `token_ids` batch ({ids.shape[0]})."
+            )
+        self._validate_text(ids.shape[0], text_embeddings, text_padding_mask)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            codebook_size=self.codebook_size,
+            grid_size=list(self.grid_size),
+            low_res_codebook_size=self.low_res_codebook_size,
+            low_res_grid_size=list(self.low_res_grid_size),
+            hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers,
+            low_res_num_layers=self.low_res_num_layers,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            text_dim=self.text_dim,
+            dropout=self.dropout,
+            tie_embeddings=self.tie_embeddings,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
