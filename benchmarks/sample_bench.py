@@ -7,7 +7,11 @@
 
 Rows: `muse_tiny` and the issue's config (width 512, depth 8, 8 heads, 256
 tokens, codebook 8192, text length 77 / width 512, batch 4, 12 steps), each
-with classifier-free guidance (scale 3, one doubled batch) and without. The
+with classifier-free guidance (scale 3, one doubled batch) and without; and
+the super-res stage at its default 8 steps (`MuseSuperResolution.upsample`
+from given low-res tokens): tiny, the shapes 64->128 size (16x16 -> 16x16
+tokens, width 128, 2 + 4 layers, codebook 512), and, opt-in, a 16x16 ->
+32x32 one at width 512 (`--configs sr_d512_32x32`). The
 text embeddings are given (as the peers' benchmark does: no T5 and no VQGAN
 decoder in the timed region), so the time is the transformer loop:
 `MuseTextToImage.generate({"text_embeddings": ..., "text_padding_mask": ...})`.
@@ -32,7 +36,17 @@ CONFIGS = {
                       mlp_dim=64, text_dim=16, text_len=8, batch=4, steps=12),
     "d512_l8_cb8192": dict(codebook_size=8192, grid_size=16, hidden_dim=512, num_layers=8, num_heads=8,
                            mlp_dim=2048, text_dim=512, text_len=77, batch=4, steps=12),
+    "sr_tiny": dict(codebook_size=64, grid_size=8, low_res_codebook_size=64, low_res_grid_size=4,
+                    hidden_dim=32, num_layers=2, low_res_num_layers=1, num_heads=4, mlp_dim=64,
+                    text_dim=16, text_len=8, batch=4, steps=8),
+    "sr_shapes_128": dict(codebook_size=512, grid_size=16, low_res_codebook_size=512, low_res_grid_size=16,
+                          hidden_dim=128, num_layers=4, low_res_num_layers=2, num_heads=4, mlp_dim=512,
+                          text_dim=64, text_len=32, batch=8, steps=8),
+    "sr_d512_32x32": dict(codebook_size=8192, grid_size=32, low_res_codebook_size=8192, low_res_grid_size=16,
+                          hidden_dim=512, num_layers=8, low_res_num_layers=4, num_heads=8, mlp_dim=2048,
+                          text_dim=512, text_len=77, batch=4, steps=8),
 }
+DEFAULT_CONFIGS = ["muse_tiny", "d512_l8_cb8192", "sr_tiny", "sr_shapes_128"]
 PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers")
 
 
@@ -41,14 +55,22 @@ def bench_config(name, runs, cfg_scales=(3.0, 0.0)):
     import numpy as np
 
     from keras_muse.models import MuseBackbone
+    from keras_muse.models import MuseSuperResBackbone
+    from keras_muse.models import MuseSuperResolution
     from keras_muse.models import MuseTextToImage
 
     cfg = dict(CONFIGS[name])
     text_len, batch, steps = cfg.pop("text_len"), cfg.pop("batch"), cfg.pop("steps")
     keras.utils.set_random_seed(0)
-    backbone = MuseBackbone(**cfg, dropout=0.0)
-    task = MuseTextToImage(backbone)
     rng = np.random.default_rng(0)
+    super_res = "low_res_grid_size" in cfg
+    if super_res:
+        backbone = MuseSuperResBackbone(**cfg, dropout=0.0)
+        task = MuseSuperResolution(backbone)
+        low_res = rng.integers(0, cfg["low_res_codebook_size"], (batch, backbone.num_low_res_tokens))
+    else:
+        backbone = MuseBackbone(**cfg, dropout=0.0)
+        task = MuseTextToImage(backbone)
     inputs = {
         "text_embeddings": rng.normal(size=(batch, text_len, cfg["text_dim"])).astype("float32"),
         "text_padding_mask": np.ones((batch, text_len), bool),
@@ -65,6 +87,9 @@ def bench_config(name, runs, cfg_scales=(3.0, 0.0)):
             inputs_now = inputs
 
         def call(seed):
+            if super_res:
+                return task.upsample(low_res, inputs_now, num_steps=steps, guidance_scale=scale, seed=seed,
+                                     batch_size=batch, verbose=0)
             return task.generate(inputs_now, num_steps=steps, guidance_scale=scale, seed=seed,
                                  batch_size=batch, verbose=0)
 
@@ -99,14 +124,14 @@ def run_peers(python, runs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=list(CONFIGS))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="muse_tiny only (CI)")
     parser.add_argument("--peers", default=None, help="python of the peers' venv: time them in the same run")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.quick:
-        args.configs, args.runs = ["muse_tiny"], 2
+        args.configs, args.runs = ["muse_tiny", "sr_tiny"], 2
     rows = [row for name in args.configs for row in bench_config(name, args.runs)]
     print(format_table(rows, ["config", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
                         "seconds_per_batch", "images_per_s"]))

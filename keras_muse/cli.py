@@ -105,6 +105,57 @@ def _run_train_muse(args):
     return 0
 
 
+def _add_train_super_res(subparsers):
+    p = subparsers.add_parser(
+        "super-res", help="Train the super-resolution transformer for a trained base model."
+    )
+    p.add_argument("--base-preset", required=True, help="a trained MuseTextToImage preset directory")
+    p.add_argument("--vqgan-preset", required=True, help="a trained high-res VQGAN preset directory")
+    p.add_argument("--resolution", type=int, default=128, help="the high resolution")
+    p.add_argument("--hidden-dim", type=int, default=128)
+    p.add_argument("--num-layers", type=int, default=4)
+    p.add_argument("--low-res-num-layers", type=int, default=2)
+    p.add_argument("--num-heads", type=int, default=4)
+    p.add_argument("--mlp-dim", type=int, default=512)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--warmup-steps", type=int, default=50)
+    p.add_argument("--condition-dropout", type=float, default=0.1)
+    p.add_argument("--num-train-images", type=int, default=20000)
+    p.add_argument("--num-eval-images", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="PNG: bicubic / super-res / real rows")
+    p.add_argument("--save-preset", default=None, help="directory for the two-stage task preset")
+    p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
+    p.add_argument("--report", default=None, help="JSON file for the measurements")
+    p.set_defaults(func=_run_train_super_res)
+
+
+def _run_train_super_res(args):
+    from keras_muse.training.train_super_res import train_super_res
+
+    for name in ("steps", "batch_size", "num_train_images", "num_eval_images", "hidden_dim", "num_layers",
+                 "resolution"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be > 0")
+    for flag in ("base_preset", "vqgan_preset"):
+        if not os.path.isdir(getattr(args, flag)):
+            raise SystemExit(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} is not a preset directory")
+    result = train_super_res(
+        base_preset=args.base_preset, vqgan_preset=args.vqgan_preset, resolution=args.resolution,
+        hidden_dim=args.hidden_dim, num_layers=args.num_layers, low_res_num_layers=args.low_res_num_layers,
+        num_heads=args.num_heads, mlp_dim=args.mlp_dim, dropout=args.dropout, steps=args.steps,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+        condition_dropout=args.condition_dropout, num_train_images=args.num_train_images,
+        num_eval_images=args.num_eval_images, seed=args.seed, save_preset=args.save_preset,
+        checkpoint_dir=args.checkpoint_dir, report=args.report, out=args.out,
+    )
+    print(json.dumps(result["heldout_upsampling"]))
+    return 0
+
+
 def _run_train_vqgan(args):
     from keras_muse.training.train_vqgan import train_vqgan
 
@@ -177,7 +228,7 @@ def _run_edit_command(args):
     from keras_muse.utils.image_utils import save_png
 
     task = MuseTextToImage.from_preset(args.preset)
-    resolution = task.backbone.grid_size[0] * task.vqgan.factor
+    resolution = task.resolution[0]
     images = _load_images(args.images, resolution)
     if args.command == "inpaint":
         masks = _load_images(args.mask, resolution, mode="L") > 127
@@ -218,6 +269,7 @@ def _run_generate(args):
         top_k=args.top_k,
         seed=args.seed,
         batch_size=args.batch_size,
+        super_resolution_steps=args.super_res_steps,
         verbose=1,
     )
     save_png(make_captioned_grid(images, prompts, columns=min(args.num_images * len(args.prompts), args.columns)), args.out)
@@ -237,6 +289,7 @@ def build_parser():
     models = train.add_subparsers(dest="model", required=True)
     _add_train_vqgan(models)
     _add_train_muse(models)
+    _add_train_super_res(models)
     rec = commands.add_parser("reconstruct", help="Tokenize + decode image files.")
     rec.add_argument("images", nargs="+")
     rec.add_argument("--preset", required=True, help="a trained VQGAN preset directory")
@@ -254,6 +307,8 @@ def build_parser():
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument("--super-res-steps", type=int, default=8,
+                     help="steps of the super-res stage when the preset has one (0: base resolution only)")
     gen.add_argument("--columns", type=int, default=8)
     gen.add_argument("--out", default="samples.png", help="PNG grid with captions")
     gen.add_argument("--save-images", default=None, help="directory for the single images as PNG")

@@ -43,7 +43,7 @@ def object_token_mask(images, factor, threshold=40):
 
 
 def masked_token_accuracy_report(task, token_ids, captions, rates=("schedule", 0.5, 0.9), seed=0,
-                                 batch_size=64, object_mask=None):
+                                 batch_size=64, object_mask=None, extra_inputs=None):
     """Masked-token accuracy with the real captions vs the empty prompt.
 
     Both conditions see exactly the same masks (drawn once from `seed`), so
@@ -52,8 +52,12 @@ def masked_token_accuracy_report(task, token_ids, captions, rates=("schedule", 0
     that fraction of every example. With `object_mask` (bool `[n, N]`, see
     `object_token_mask`) the accuracy on masked object tokens is reported too.
 
+    `extra_inputs`: the backbone's other inputs, per example (the
+    super-res model's `{"low_res_token_ids": [n, n_low]}`).
+
     Returns `{rate: {"conditional": acc, "unconditional": acc, ...}}`.
     """
+    extra_inputs = {k: np.asarray(v) for k, v in (extra_inputs or {}).items()}
     backbone = task.backbone
     ids = np.asarray(token_ids).reshape(len(token_ids), -1).astype("int32")
     n, num_tokens = ids.shape
@@ -76,6 +80,7 @@ def masked_token_accuracy_report(task, token_ids, captions, rates=("schedule", 0
                 np.argmax(backbone.predict_on_batch({
                     "token_ids": masked[s:s + batch_size], "text_embeddings": emb[s:s + batch_size],
                     "text_padding_mask": tmask[s:s + batch_size],
+                    **{k: v[s:s + batch_size] for k, v in extra_inputs.items()},
                 }), -1)
                 for s in range(0, n, batch_size)
             ])

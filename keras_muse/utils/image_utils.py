@@ -22,6 +22,25 @@ def psnr(a, b, data_range=255.0):
     return 10.0 * np.log10(data_range**2 / np.maximum(mse, 1e-12))
 
 
+def resize_images(images, size, resample="bicubic"):
+    """uint8 images [n, H, W, 3] -> [n, size, size, 3] (or (h, w)) with PIL.
+
+    `resample`: "bicubic" (upsampling baselines), "box" (area averaging, the
+    right filter to make a low-res copy) or "nearest".
+    """
+    from PIL import Image
+
+    filters = {"bicubic": Image.BICUBIC, "box": Image.BOX, "nearest": Image.NEAREST}
+    if resample not in filters:
+        raise ValueError(f"`resample` must be one of {sorted(filters)}. Received: {resample!r}")
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"`images` must be uint8 [n, H, W, C]. Received {images.dtype} {images.shape}.")
+    h, w = (size, size) if np.isscalar(size) else tuple(size)
+    out = [np.asarray(Image.fromarray(im.squeeze()).resize((int(w), int(h)), filters[resample])) for im in images]
+    return np.stack(out).reshape(len(images), int(h), int(w), images.shape[-1])
+
+
 def make_grid(images, columns=None, padding=2, background=255):
     """Tiles uint8 images [N, H, W, 3] into one uint8 image."""
     images = np.asarray(images)

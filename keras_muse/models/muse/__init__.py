@@ -1,3 +1,4 @@
 from keras_muse.models.muse.muse_backbone import MuseBackbone
 from keras_muse.models.muse.muse_super_res_backbone import MuseSuperResBackbone
+from keras_muse.models.muse.muse_super_resolution import MuseSuperResolution
 from keras_muse.models.muse.muse_text_to_image import MuseTextToImage

@@ -38,12 +38,15 @@ class MuseGenerationMixin:
     # ----------------------------------------------------------- the program
     def generation_step(self, text_inputs, text_padding_mask, null_inputs, null_padding_mask,
                         token_ids, token_mask, seed, guidance_scale, temperature, choice_temperature,
-                        *, mode, num_steps, use_guidance, guidance_schedule, top_k, top_p,
+                        *conditions, mode, num_steps, use_guidance, guidance_schedule, top_k, top_p,
                         return_history, from_embeddings, edit_fraction=0.08):
         """Traceable: prompts' token ids (or embeddings) + an initial token
         grid -> `{"token_ids", "images", "history"}`. `mode` "decode" fills
         the `token_mask` positions by parallel decoding; "edit" runs
-        `num_steps` rounds of mask-free editing over them."""
+        `num_steps` rounds of mask-free editing over them. `conditions` are
+        the backbone's extra per-example inputs (the super-res model's
+        low-res token ids), shared by the conditional and unconditional
+        halves of the guided batch."""
         self._generate_traces += 1
         backbone = self.backbone
         batch = text_inputs.shape[0]
@@ -58,13 +61,15 @@ class MuseGenerationMixin:
                 {"token_ids": text_inputs, "padding_mask": ops.cast(text_padding_mask, "int32")},
                 training=False,
             )
-        # Keys/values of the text for every layer, once per generation.
-        key_values = backbone.text_key_values(embeddings)
+        if use_guidance:
+            conditions = [ops.concatenate([c, c], axis=0) for c in conditions]
+        # Keys/values of the context for every layer, once per generation.
+        key_values, context_mask = backbone.conditioning_key_values(embeddings, text_padding_mask, *conditions)
 
         def logits_fn(ids, step):
             if not use_guidance:
-                return backbone.logits_step(ids, key_values, text_padding_mask)
-            logits = backbone.logits_step(ops.concatenate([ids, ids], axis=0), key_values, text_padding_mask)
+                return backbone.logits_step(ids, key_values, context_mask)
+            logits = backbone.logits_step(ops.concatenate([ids, ids], axis=0), key_values, context_mask)
             weight = guidance_weight(guidance_scale, step, num_steps, guidance_schedule)
             return guide_logits(logits[:batch], logits[batch:], weight)
 
@@ -101,7 +106,7 @@ class MuseGenerationMixin:
     def generate(self, prompts, negative_prompts=None, num_steps=24, guidance_scale=3.0,
                  guidance_schedule="linear", temperature=1.0, top_k=None, top_p=None,
                  choice_temperature=4.5, seed=None, batch_size=None, return_tokens=False,
-                 return_history=False, verbose=None):
+                 return_history=False, verbose=None, conditions=()):
         """Generates images from prompts (paper §2.7, §2.8).
 
         Args:
@@ -127,6 +132,8 @@ class MuseGenerationMixin:
             return_history: also return the grids after every step,
                 `[n, T, h, w]` ([MASK] id where still masked).
             verbose: progress bar over batches (default: when > 1 batch).
+            conditions: the backbone's extra per-example inputs (the
+                super-res model's low-res token ids; `upsample` passes them).
 
         Returns:
             uint8 images `[n, H, W, 3]`, or a dict with "images",
@@ -147,7 +154,7 @@ class MuseGenerationMixin:
             guidance_schedule=guidance_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
             choice_temperature=choice_temperature, seed=seed, batch_size=batch_size,
             return_tokens=return_tokens, return_history=return_history, verbose=verbose,
-            from_embeddings=from_embeddings,
+            from_embeddings=from_embeddings, conditions=conditions,
         )
 
     def inpaint(self, images, masks, prompts, negative_prompts=None, num_steps=12, guidance_scale=3.0,
@@ -174,7 +181,7 @@ class MuseGenerationMixin:
         ids, images = self._image_tokens(images)
         token_mask = self._token_mask(masks, images.shape[:3])
         return self._edit_like(ids, token_mask, prompts, negative_prompts, "decode", num_steps,
-                               guidance_scale, seed, kwargs)
+                               guidance_scale, seed, kwargs, images=images)
 
     def outpaint(self, images, prompts, direction="right", extent=0.25, negative_prompts=None,
                  num_steps=12, guidance_scale=3.0, seed=None, **kwargs):
@@ -241,11 +248,12 @@ class MuseGenerationMixin:
                       else self._token_mask(masks, images.shape[:3]))
         kwargs.update(top_k=top_k, edit_fraction=float(fraction), guidance_schedule="constant")
         return self._edit_like(ids, token_mask, prompts, negative_prompts, "edit",
-                               _positive_int("iterations", iterations), guidance_scale, seed, kwargs)
+                               _positive_int("iterations", iterations), guidance_scale, seed, kwargs,
+                               images=images)
 
     # --------------------------------------------------------------- helpers
     def _edit_like(self, ids, token_mask, prompts, negative_prompts, mode, num_steps, guidance_scale,
-                   seed, kwargs):
+                   seed, kwargs, images=None):
         n = len(ids)
         if isinstance(prompts, str):
             prompts = [prompts] * n
@@ -255,11 +263,17 @@ class MuseGenerationMixin:
         if len(text[0]) != n:
             raise ValueError(f"`prompts` must be one string or one per image ({n}). Received {len(text[0])}.")
         kwargs.setdefault("guidance_schedule", "linear")
+        kwargs["conditions"] = self._image_conditions(images, kwargs, n)
         return self._run(
             text, negative, ids.reshape(n, -1), token_mask, mode=mode, num_steps=num_steps,
             guidance_scale=guidance_scale, use_guidance=bool(guidance_scale) or has_negative,
             seed=seed, from_embeddings=from_embeddings, **kwargs,
         )
+
+    def _image_conditions(self, images, kwargs, n):
+        """The backbone's extra inputs for editing `images` (none for the
+        base model; the super-res model's low-res token ids)."""
+        return []
 
     def _image_tokens(self, images):
         if self.vqgan is None:
@@ -314,7 +328,8 @@ class MuseGenerationMixin:
     def _run(self, text, negative, token_ids, token_mask, *, mode, num_steps, guidance_scale,
              use_guidance, guidance_schedule="linear", temperature=1.0, top_k=None, top_p=None,
              choice_temperature=4.5, seed=None, batch_size=None, return_tokens=False,
-             return_history=False, verbose=None, from_embeddings=False, edit_fraction=0.08):
+             return_history=False, verbose=None, from_embeddings=False, edit_fraction=0.08,
+             conditions=()):
         """Validates the sampling arguments, batches, calls the program."""
         num_steps = _positive_int("num_steps", num_steps)
         if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and temperature > 0):
@@ -345,7 +360,9 @@ class MuseGenerationMixin:
             top_p=None if top_p is None else float(top_p), return_history=bool(return_history),
             from_embeddings=bool(from_embeddings), edit_fraction=float(edit_fraction),
         )
-        columns = [*text, *negative, np.asarray(token_ids, "int32"), np.asarray(token_mask, bool)]
+        columns = [*text, *negative, np.asarray(token_ids, "int32"), np.asarray(token_mask, bool),
+                   *conditions]
+        num_main = len(columns) - len(conditions)
         num_batches = -(-n // batch_size)
         progbar = None
         if verbose or (verbose is None and num_batches > 1):
@@ -357,8 +374,8 @@ class MuseGenerationMixin:
             if real < batch_size:
                 # Pad with copies of the first row: the compiled shape stays.
                 parts = [np.concatenate([p, np.repeat(p[:1], batch_size - real, 0)]) for p in parts]
-            out = fn(*parts, muse_random.make_seed(seed + b), np.float32(guidance_scale or 0.0),
-                     np.float32(temperature), np.float32(choice_temperature))
+            out = fn(*parts[:num_main], muse_random.make_seed(seed + b), np.float32(guidance_scale or 0.0),
+                     np.float32(temperature), np.float32(choice_temperature), *parts[num_main:])
             out = {k: np.asarray(ops.convert_to_numpy(v)) for k, v in out.items()}
             outputs.append({k: (v[:, :real] if k == "history" else v[:real]) for k, v in out.items()})
             if progbar is not None:

@@ -17,6 +17,7 @@ from keras_muse.layers.masking import sample_condition_dropout
 from keras_muse.layers.masking import sample_token_mask
 from keras_muse.models.muse.muse_backbone import MuseBackbone
 from keras_muse.models.muse.muse_generation import MuseGenerationMixin
+from keras_muse.models.muse.super_resolution_pipeline import SuperResolutionPipelineMixin
 from keras_muse.models.muse.training_inputs import is_string_data
 from keras_muse.models.muse.training_inputs import standardize_training_inputs
 from keras_muse.models.muse.training_inputs import validate_training_arrays
@@ -25,6 +26,7 @@ from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
 from keras_muse.models.text.text_preprocessor import MuseTextPreprocessor
 from keras_muse.models.vqgan.vqgan import VQGAN
 from keras_muse.utils.preset_utils import atomic_directory
+from keras_muse.utils.untracked import Untracked
 
 TASK_CONFIG_FILE = "task.json"
 _METRICS = ("loss", "masked_accuracy")
@@ -37,7 +39,7 @@ def _check_rate(name, value):
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
-class MuseTextToImage(MuseGenerationMixin, TextToImage):
+class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToImage):
     """Muse: text -> image tokens -> image (paper §2). Train it with `fit`;
     sample with `generate`, `inpaint`, `outpaint` and `edit` (see
     `MuseGenerationMixin`).
@@ -79,6 +81,11 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
             `keras_muse.layers.masking.SCHEDULES` ("cosine").
         label_smoothing: float (0.1, MaskGIT).
         seed: int or None, seeds masks and condition dropout.
+        super_resolution: a trained `MuseSuperResolution` whose low-res grid
+            and codebook are this backbone's, or None. With one, `generate`,
+            `inpaint`, `outpaint` and `edit` run base -> super-res -> the
+            high-res decoder (see `SuperResolutionPipelineMixin`); `fit`
+            still trains the base model only.
 
     Example:
     ```python
@@ -97,6 +104,10 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
 
     backbone_cls = MuseBackbone
     preprocessor_cls = MuseTextPreprocessor
+    # Sub-models saved as sub-presets: (attribute, class).
+    component_classes = (("text_encoder", MuseTextEncoder), ("vqgan", VQGAN))
+    # Whether training data carries a low-res condition (super-resolution).
+    low_res_inputs = False
 
     def __init__(
         self,
@@ -109,10 +120,13 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
         mask_schedule="cosine",
         label_smoothing=0.1,
         seed=None,
+        super_resolution=None,
         **kwargs,
     ):
-        if not isinstance(backbone, MuseBackbone):
-            raise ValueError(f"`backbone` must be a MuseBackbone. Received: {type(backbone).__name__}")
+        if not isinstance(backbone, self.backbone_cls):
+            raise ValueError(
+                f"`backbone` must be a {self.backbone_cls.__name__}. Received: {type(backbone).__name__}"
+            )
         if text_encoder is not None and not isinstance(text_encoder, MuseTextEncoder):
             raise ValueError(
                 f"`text_encoder` must be a MuseTextEncoder or None. Received: {type(text_encoder).__name__}"
@@ -135,6 +149,11 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
             raise ValueError(f"`mask_schedule` must be one of {SCHEDULES}. Received: {mask_schedule!r}")
         if preprocessor is None and text_encoder is not None:
             preprocessor = text_encoder.preprocessor
+        if super_resolution is not None:
+            self._check_super_resolution(backbone, super_resolution)
+        # Untracked: the base `fit` must not see (or decay) its weights, and
+        # it samples with its own compiled program.
+        self._super_resolution = Untracked(super_resolution)
 
         # === Layers ===
         self.backbone = backbone
@@ -209,8 +228,19 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
     def metrics(self):
         return [self.trackers[n] for n in _METRICS]
 
+    def _standardize(self, x, y=None):
+        return standardize_training_inputs(x, y, low_res=self.low_res_inputs)
+
+    def _low_res_spec(self):
+        """Shapes of the low-res condition, for the super-resolution task."""
+        return None
+
+    def _condition_inputs(self, x):
+        """Backbone inputs beyond tokens and text (the super-res low-res ids)."""
+        return {}
+
     def preprocess_samples(self, x, y=None, sample_weight=None):
-        x = standardize_training_inputs(x, y)
+        x = self._standardize(x, y)
         if "prompts" in x:
             prompts = x.pop("prompts")
             if self.preprocessor is None:
@@ -255,17 +285,16 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
         n = int(ds.cardinality())
         return ds.shuffle(max(n, 1), seed=self.seed, reshuffle_each_iteration=True).batch(batch_size)
 
-    @staticmethod
-    def _data_keys(x, y):
+    def _data_keys(self, x, y):
         """The standardized keys of the training data, where they can be told
         without reading it (in-memory data, or a tf.data element spec)."""
         spec = getattr(x, "element_spec", None)
         try:
             if spec is not None:
-                return set(standardize_training_inputs(*keras.utils.unpack_x_y_sample_weight(spec)[:2]))
+                return set(self._standardize(*keras.utils.unpack_x_y_sample_weight(spec)[:2]))
             if y is None and not isinstance(x, (tuple, list, dict)):
                 return set()
-            return set(standardize_training_inputs(x, y))
+            return set(self._standardize(x, y))
         except ValueError:
             return set()
 
@@ -278,7 +307,7 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
         shape when the step is traced)."""
         if y is None and not isinstance(x, (tuple, list, dict)):
             return  # a dataset or generator: checked by shape in the step
-        data = standardize_training_inputs(x, y)
+        data = self._standardize(x, y)
         if not all(hasattr(v, "shape") or isinstance(v, (list, str)) for v in data.values()):
             return
         validate_training_arrays(
@@ -288,6 +317,7 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
             codebook_size=self.backbone.codebook_size,
             text_dim=self.backbone.text_dim,
             has_vqgan=self.vqgan is not None,
+            low_res=self._low_res_spec(),
         )
 
     def _prepare_unconditional(self):
@@ -412,6 +442,7 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
                     "token_ids": masked_ids,
                     "text_embeddings": embeddings,
                     "text_padding_mask": text_mask,
+                    **self._condition_inputs(x),
                 },
                 training=training,
             )
@@ -454,10 +485,13 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
 
     # -------------------------------------------------------------- presets
     def get_config(self):
+        components = {
+            name: keras.layers.serialize(getattr(self, name)) if getattr(self, name) is not None else None
+            for name, _ in self.component_classes
+        }
         return {
             "backbone": keras.layers.serialize(self.backbone),
-            "text_encoder": keras.layers.serialize(self.text_encoder) if self.text_encoder else None,
-            "vqgan": keras.layers.serialize(self.vqgan) if self.vqgan else None,
+            **components,
             "preprocessor": keras.layers.serialize(self.preprocessor) if self.preprocessor else None,
             "trainable_text_encoder": self.trainable_text_encoder,
             "condition_dropout": self.condition_dropout,
@@ -465,15 +499,42 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
             "label_smoothing": self.label_smoothing,
             "seed": self.seed,
             "name": self.name,
+            **({"super_resolution": keras.layers.serialize(self.super_resolution)}
+               if getattr(self, "super_resolution", None) is not None else {}),
         }
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        for key in ("backbone", "text_encoder", "vqgan", "preprocessor"):
+        for key in ("backbone", "preprocessor", "super_resolution", *(n for n, _ in cls.component_classes)):
             if isinstance(config.get(key), dict):
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
+
+    @property
+    def super_resolution(self):
+        """The attached `MuseSuperResolution` stage, or None."""
+        holder = self.__dict__.get("_super_resolution")
+        return None if holder is None else holder.value
+
+    @staticmethod
+    def _check_super_resolution(backbone, super_resolution):
+        from keras_muse.models.muse.muse_super_resolution import MuseSuperResolution
+
+        if not isinstance(super_resolution, MuseSuperResolution):
+            raise ValueError(
+                "`super_resolution` must be a MuseSuperResolution task or None. "
+                f"Received: {type(super_resolution).__name__}"
+            )
+        sr = super_resolution.backbone
+        if tuple(sr.low_res_grid_size) != tuple(backbone.grid_size) or (
+            sr.low_res_codebook_size != backbone.codebook_size
+        ):
+            raise ValueError(
+                f"The super-res model takes {sr.low_res_grid_size} low-res tokens from a codebook of "
+                f"{sr.low_res_codebook_size}; the base model makes {backbone.grid_size} from "
+                f"{backbone.codebook_size}. They must match."
+            )
 
     def _task_settings(self):
         return {
@@ -491,6 +552,7 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
           config.json, model.weights.h5, metadata.json   the MuseBackbone
           text_encoder/                                  MuseTextEncoder (+ tokenizer)
           vqgan/                                         VQGAN
+          super_resolution/                              MuseSuperResolution (a task preset)
           task.json                                      the task's settings
         ```
         A crash mid-save leaves any previous preset at `preset_dir` intact.
@@ -498,11 +560,14 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
         with atomic_directory(preset_dir) as tmp:
             self.backbone.save_to_preset(tmp)
             components = {}
-            for name in ("text_encoder", "vqgan"):
+            for name, _ in self.component_classes:
                 model = getattr(self, name)
                 if model is not None:
                     model.save_to_preset(os.path.join(tmp, name))
                     components[name] = name
+            if getattr(self, "super_resolution", None) is not None:
+                self.super_resolution.save_to_preset(os.path.join(tmp, "super_resolution"))
+                components["super_resolution"] = "super_resolution"
             with open(os.path.join(tmp, TASK_CONFIG_FILE), "w", encoding="utf-8") as f:
                 json.dump(
                     {
@@ -530,7 +595,7 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
         preset = os.fspath(preset)
         task_file = os.path.join(preset, TASK_CONFIG_FILE)
         if not os.path.isfile(task_file):
-            backbone = MuseBackbone.from_preset(preset, load_weights=load_weights)
+            backbone = cls.backbone_cls.from_preset(preset, load_weights=load_weights)
             return cls(backbone=backbone, **kwargs)
         try:
             with open(task_file, encoding="utf-8") as f:
@@ -542,12 +607,18 @@ class MuseTextToImage(MuseGenerationMixin, TextToImage):
             raise ValueError(
                 f"`preset` {preset!r} holds a {spec.get('registered_name')!r}, not a {cls.__name__}."
             )
-        backbone = MuseBackbone.from_preset(preset, load_weights=load_weights)
+        backbone = cls.backbone_cls.from_preset(preset, load_weights=load_weights)
         loaded = {}
-        for name, model_cls in (("text_encoder", MuseTextEncoder), ("vqgan", VQGAN)):
+        for name, model_cls in cls.component_classes:
             if name in components:
                 loaded[name] = model_cls.from_preset(
                     os.path.join(preset, components[name]), load_weights=load_weights
                 )
+        if "super_resolution" in components:
+            from keras_muse.models.muse.muse_super_resolution import MuseSuperResolution
+
+            loaded["super_resolution"] = MuseSuperResolution.from_preset(
+                os.path.join(preset, components["super_resolution"]), load_weights=load_weights
+            )
         settings.update(kwargs)
         return cls(backbone=backbone, **loaded, **settings)

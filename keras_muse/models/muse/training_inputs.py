@@ -13,6 +13,8 @@ anything is traced.
 import numpy as np
 
 IMAGE_KEYS = ("token_ids", "images")
+# The super-resolution model's extra condition: the same scene at low res.
+LOW_RES_KEYS = ("low_res_token_ids", "low_res_images")
 TEXT_KEY_SETS = (
     ("prompts",),
     ("text_embeddings", "text_padding_mask"),
@@ -64,12 +66,39 @@ def _text_entries(text):
     )
 
 
-def standardize_training_inputs(x, y=None):
-    """One batch (or the whole in-memory data) -> a dict of named parts."""
+def _image_entry(image, prefix=""):
+    rank = _rank(image)
+    if rank == 4:
+        return {prefix + "images": image}
+    if rank in (2, 3):
+        return {prefix + "token_ids": image}
+    raise ValueError(
+        f"The {prefix.replace('_', '-') or 'image '}part of the training data must be token ids "
+        f"[batch, h, w] or [batch, N], or images [batch, H, W, 3]. Received rank {rank}."
+    )
+
+
+def standardize_training_inputs(x, y=None, low_res=False):
+    """One batch (or the whole in-memory data) -> a dict of named parts.
+
+    With `low_res=True` (the super-resolution model) the image part of a
+    tuple is itself a pair `(low_res, high_res)` of ids or images, and dicts
+    need one of `LOW_RES_KEYS` too.
+    """
     if y is not None:
         x = (x, y)
     if isinstance(x, dict):
         data = dict(x)
+    elif low_res and isinstance(x, (tuple, list)) and len(x) == 2 and not is_string_data(x):
+        pair, text = x
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(
+                "Super-resolution training data must be ((low_res, high_res), text) with ids or "
+                "images for both resolutions, or a dict with 'low_res_token_ids' or "
+                f"'low_res_images'. Received an image part of type {type(pair).__name__}."
+            )
+        data = {**_image_entry(pair[0], "low_res_"), **_image_entry(pair[1])}
+        data.update(_text_entries(text))
     elif isinstance(x, (tuple, list)) and len(x) == 2 and not is_string_data(x):
         image, text = x
         rank = _rank(image)
@@ -93,7 +122,16 @@ def standardize_training_inputs(x, y=None):
     text_keys = [ks for ks in TEXT_KEY_SETS if all(k in data for k in ks)]
     if not text_keys or ("prompts" in data and "text_padding_mask" in data):
         raise ValueError(f"Training data must be one of {_FORMS}. Received keys: {sorted(data)}")
-    unknown = set(data) - set(IMAGE_KEYS) - {k for ks in TEXT_KEY_SETS for k in ks}
+    allowed = set(IMAGE_KEYS) | {k for ks in TEXT_KEY_SETS for k in ks}
+    if low_res:
+        low_keys = [k for k in LOW_RES_KEYS if k in data]
+        if len(low_keys) != 1:
+            raise ValueError(
+                f"Super-resolution training data must have exactly one of {LOW_RES_KEYS}. "
+                f"Received keys: {sorted(data)}"
+            )
+        allowed |= set(LOW_RES_KEYS)
+    unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"Unknown training data keys {sorted(unknown)}; expected {_FORMS}.")
     return data
@@ -110,8 +148,38 @@ def _batch_size(name, value):
     return shape[0]
 
 
-def validate_training_arrays(data, num_tokens, grid_size, codebook_size, text_dim, has_vqgan):
-    """Clear `ValueError`s for in-memory training data (numpy-convertible)."""
+def _validate_ids(name, ids, num_tokens, grid_size, codebook_size):
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"`{name}` must be integers. Received dtype {ids.dtype}.")
+    if int(np.prod(ids.shape[1:])) != num_tokens:
+        raise ValueError(
+            f"`{name}` must have {num_tokens} tokens per example (grid "
+            f"{grid_size[0]}x{grid_size[1]}). Received shape {ids.shape}."
+        )
+    if ids.min() < 0 or ids.max() >= codebook_size:
+        raise ValueError(
+            f"`{name}` must lie in [0, {codebook_size - 1}] (codebook ids; the "
+            f"[MASK] id {codebook_size} is added by the task). Received values in "
+            f"[{ids.min()}, {ids.max()}]."
+        )
+
+
+def _validate_images(name, images, has_vqgan, vqgan_arg="vqgan"):
+    if not has_vqgan:
+        raise ValueError(f"Training on `{name}` needs a `{vqgan_arg}` to tokenize them; attach one.")
+    shape = np.shape(images)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"`{name}` must be [batch, H, W, 3]. Received shape {shape}.")
+
+
+def validate_training_arrays(data, num_tokens, grid_size, codebook_size, text_dim, has_vqgan,
+                             low_res=None):
+    """Clear `ValueError`s for in-memory training data (numpy-convertible).
+
+    `low_res`: for the super-resolution model, a dict with the low-res
+    `num_tokens`, `grid_size`, `codebook_size` and `has_vqgan`.
+    """
     sizes = {name: _batch_size(name, value) for name, value in data.items()}
     known = {n: s for n, s in sizes.items() if s is not None}
     if any(s == 0 for s in known.values()):
@@ -122,26 +190,14 @@ def validate_training_arrays(data, num_tokens, grid_size, codebook_size, text_di
             f"training data needs the same number of examples. Received {known}."
         )
     if "token_ids" in data:
-        ids = np.asarray(data["token_ids"])
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"`token_ids` must be integers. Received dtype {ids.dtype}.")
-        if int(np.prod(ids.shape[1:])) != num_tokens:
-            raise ValueError(
-                f"`token_ids` must have {num_tokens} tokens per example (grid "
-                f"{grid_size[0]}x{grid_size[1]}). Received shape {ids.shape}."
-            )
-        if ids.min() < 0 or ids.max() >= codebook_size:
-            raise ValueError(
-                f"`token_ids` must lie in [0, {codebook_size - 1}] (codebook ids; the "
-                f"[MASK] id {codebook_size} is added by the task). Received values in "
-                f"[{ids.min()}, {ids.max()}]."
-            )
+        _validate_ids("token_ids", data["token_ids"], num_tokens, grid_size, codebook_size)
     if "images" in data:
-        if not has_vqgan:
-            raise ValueError("Training on images needs a `vqgan` to tokenize them; attach one.")
-        shape = np.shape(data["images"])
-        if len(shape) != 4 or shape[-1] != 3:
-            raise ValueError(f"`images` must be [batch, H, W, 3]. Received shape {shape}.")
+        _validate_images("images", data["images"], has_vqgan)
+    if low_res is not None and "low_res_token_ids" in data:
+        _validate_ids("low_res_token_ids", data["low_res_token_ids"], low_res["num_tokens"],
+                      low_res["grid_size"], low_res["codebook_size"])
+    if low_res is not None and "low_res_images" in data:
+        _validate_images("low_res_images", data["low_res_images"], low_res["has_vqgan"], "low_res_vqgan")
     if "text_embeddings" in data:
         emb = np.asarray(data["text_embeddings"])
         mask = np.asarray(data["text_padding_mask"])

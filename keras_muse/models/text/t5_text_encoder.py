@@ -10,6 +10,7 @@ from keras import ops
 from keras_hub.models import Backbone
 from keras_hub.models import T5Backbone
 
+from keras_muse.utils.untracked import Untracked
 from keras_muse.models.text import text_presets
 from keras_muse.models.text.text_presets import MUSE_TEXT_ENCODER_PRESETS
 from keras_muse.utils.preset_utils import PresetMixin
@@ -97,14 +98,6 @@ class _BackboneWithPreprocessor(Backbone):
         super().save_to_preset(preset_dir, max_shard_size=max_shard_size)
         if self.preprocessor is not None:
             self.preprocessor.save_to_preset(preset_dir)
-
-
-class _Untracked:
-    """Keeps a layer out of Keras' tracking: a preprocessor has no weights
-    and must not change the model's weight file layout."""
-
-    def __init__(self, value):
-        self.value = value
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
@@ -248,7 +241,7 @@ class MuseTextEncoder(PresetMixin, _BackboneWithPreprocessor):
         self.use_gated_activation = use_gated_activation
         self.layer_norm_epsilon = layer_norm_epsilon
         self.tie_embedding_weights = tie_embedding_weights
-        self._preprocessor = _Untracked(None)
+        self._preprocessor = Untracked(None)
         self.preprocessor = preprocessor
 
     def __setattr__(self, name, value):

@@ -39,6 +39,17 @@ VQGAN_PRESETS = {
             discriminator_channels=32, discriminator_layers=2,
         ),
     },
+    "vqgan_shapes_f8": {
+        "description": "Captioned-shapes super-res tokenizer: 128x128 -> 16x16 ids, codebook 512.",
+        # Every conv at 16x16 (an 8x8 space-to-depth stem): the same cost per
+        # step as the 64x64 f4 tokenizer, and the same token grid, so the
+        # super-res transformer stays CPU-sized.
+        "config": dict(
+            base_channels=128, channel_multipliers=(1,), num_res_blocks=1,
+            latent_dim=64, codebook_size=512, code_dim=16, patch_size=8,
+            discriminator_channels=32, discriminator_layers=2,
+        ),
+    },
     "vqgan_tiny_f4": {
         "description": "Tiny f4 tokenizer for tests.",
         "config": dict(
