@@ -9,7 +9,7 @@ Rows: `muse_tiny` and the issue's config (width 512, depth 8, 8 heads, 256
 tokens, codebook 8192, text length 77 / width 512, batch 4, 12 steps), each
 with classifier-free guidance (scale 3, one doubled batch) and without; and
 the super-res stage at its default 8 steps (`MuseSuperResolution.upsample`
-from given low-res tokens): tiny, the shapes 64->128 size (16x16 -> 16x16
+from given low-res tokens): tiny, the shapes 64->128 size (16x16 -> 32x32
 tokens, width 128, 2 + 4 layers, codebook 512), and, opt-in, a 16x16 ->
 32x32 one at width 512 (`--configs sr_d512_32x32`). The
 text embeddings are given (as the peers' benchmark does: no T5 and no VQGAN
@@ -39,7 +39,7 @@ CONFIGS = {
     "sr_tiny": dict(codebook_size=64, grid_size=8, low_res_codebook_size=64, low_res_grid_size=4,
                     hidden_dim=32, num_layers=2, low_res_num_layers=1, num_heads=4, mlp_dim=64,
                     text_dim=16, text_len=8, batch=4, steps=8),
-    "sr_shapes_128": dict(codebook_size=512, grid_size=16, low_res_codebook_size=512, low_res_grid_size=16,
+    "sr_shapes_128": dict(codebook_size=512, grid_size=32, low_res_codebook_size=512, low_res_grid_size=16,
                           hidden_dim=128, num_layers=4, low_res_num_layers=2, num_heads=4, mlp_dim=512,
                           text_dim=64, text_len=32, batch=8, steps=8),
     "sr_d512_32x32": dict(codebook_size=8192, grid_size=32, low_res_codebook_size=8192, low_res_grid_size=16,

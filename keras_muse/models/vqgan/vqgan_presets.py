@@ -39,14 +39,17 @@ VQGAN_PRESETS = {
             discriminator_channels=32, discriminator_layers=2,
         ),
     },
-    "vqgan_shapes_f8": {
-        "description": "Captioned-shapes super-res tokenizer: 128x128 -> 16x16 ids, codebook 512.",
-        # Every conv at 16x16 (an 8x8 space-to-depth stem): the same cost per
-        # step as the 64x64 f4 tokenizer, and the same token grid, so the
-        # super-res transformer stays CPU-sized.
+    "vqgan_shapes_f4_128": {
+        "description": "Captioned-shapes super-res tokenizer: 128x128 -> 32x32 ids, codebook 512.",
+        # f4 like the base tokenizer (4x4-pixel tokens), so the high-res grid
+        # has 2x the base grid per side. An f8 tokenizer at 128x128 (16x16
+        # ids) measured 27.2 dB held-out PSNR: below bicubic upsampling of
+        # the base tokenizer's 64x64 output (28.1 dB), so super-res through
+        # it could not win. 64 channels keep the convs (at 32x32) as cheap
+        # as the 64x64 tokenizer's.
         "config": dict(
-            base_channels=128, channel_multipliers=(1,), num_res_blocks=1,
-            latent_dim=64, codebook_size=512, code_dim=16, patch_size=8,
+            base_channels=64, channel_multipliers=(1,), num_res_blocks=1,
+            latent_dim=64, codebook_size=512, code_dim=16, patch_size=4,
             discriminator_channels=32, discriminator_layers=2,
         ),
     },

@@ -117,3 +117,16 @@ def test_layout_map_covers_every_kernel(encoder):
             assert layout is not None and "model" in layout.axes, weight.path
     with pytest.raises(ValueError, match="model_parallel_dim_name"):
         MuseTextEncoder.get_layout_map(mesh, model_parallel_dim_name="tensor")
+
+
+def test_from_scratch_tokens_start_distinct():
+    # keras-hub's T5 table initializer is TruncatedNormal(mean=1.0, stddev=0.05):
+    # every token nearly the same vector. A from-scratch encoder re-draws it
+    # as N(0, 1), so different tokens give clearly different features.
+    keras.utils.set_random_seed(0)
+    enc = MuseTextEncoder(vocabulary_size=32, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32)
+    table = np.asarray(enc.t5_encoder.get_layer("token_embedding").embeddings)
+    assert abs(table.mean()) < 0.1 and 0.8 < table.std() < 1.2
+    out = np.asarray(enc({"token_ids": np.array([[3, 4, 5, 6]], "int32"), "padding_mask": np.ones((1, 4), "int32")}))
+    # Features vary across positions about as much as across channels.
+    assert out[0].std(axis=0).mean() > 0.3 * out[0].std()
