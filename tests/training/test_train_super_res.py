@@ -14,6 +14,7 @@ from helpers import make_tiny_text_encoder
 from helpers import make_vqgan
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::keras_muse.models.text.PromptTruncationWarning")
 def test_train_super_res_recipe(tmp_path, preprocessor):
     base = MuseTextToImage(make_tiny_muse_backbone(), text_encoder=make_tiny_text_encoder(preprocessor),
