@@ -92,6 +92,40 @@ def masked_token_accuracy_report(task, token_ids, captions, rates=("schedule", 0
     return report
 
 
+def fit_for_steps(task, data, steps, batch_size, learning_rate, warmup_steps, weight_decay, seed,
+                  checkpoint_dir=None, verbose=1):
+    """The transformers' shared training loop: AdamW (App. A.1 betas) with
+    warm-up + cosine decay, a shuffled repeating tf.data pipeline over the
+    in-memory `data`, `fit` in epochs of 100 steps, `BackupAndRestore` when
+    `checkpoint_dir` is given (a killed run resumes from the last epoch).
+
+    Returns `(history, steps_run, train_seconds)`.
+    """
+    import tensorflow as tf  # tf.data: Keras' backend-independent input pipeline
+
+    task.compile(
+        optimizer=keras.optimizers.AdamW(
+            warmup_cosine(learning_rate, steps, warmup_steps), beta_1=0.9, beta_2=0.96,
+            weight_decay=weight_decay, clipnorm=1.0,
+        )
+    )
+    size = len(keras.tree.flatten(data)[0])
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(data)
+        .shuffle(size, seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+    )
+    steps_per_epoch = min(100, steps)
+    epochs = math.ceil(steps / steps_per_epoch)
+    callbacks = [keras.callbacks.BackupAndRestore(checkpoint_dir)] if checkpoint_dir else []
+    started = time.time()
+    history = task.fit(
+        dataset, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=callbacks, verbose=verbose
+    )
+    return history, steps_per_epoch * epochs, time.time() - started
+
+
 def train_muse(
     vqgan_preset,
     text_encoder="muse_text_tiny",
@@ -149,31 +183,10 @@ def train_muse(
         backbone, text_encoder=encoder, vqgan=vqgan, trainable_text_encoder=True,
         condition_dropout=condition_dropout, label_smoothing=label_smoothing, seed=seed,
     )
-    task.compile(
-        optimizer=keras.optimizers.AdamW(
-            warmup_cosine(learning_rate, steps, warmup_steps), beta_1=0.9, beta_2=0.96,
-            weight_decay=weight_decay, clipnorm=1.0,
-        )
+    history, steps_done, train_seconds = fit_for_steps(
+        task, (train_ids, np.asarray(train_captions)), steps, batch_size, learning_rate,
+        warmup_steps, weight_decay, seed, checkpoint_dir, verbose,
     )
-    import tensorflow as tf  # tf.data: Keras' backend-independent input pipeline
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((train_ids, np.asarray(train_captions)))
-        .shuffle(len(train_ids), seed=seed)
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
-    )
-    steps_per_epoch = min(100, steps)
-    epochs = math.ceil(steps / steps_per_epoch)
-    callbacks = []
-    if checkpoint_dir:
-        # A killed run resumes from the last finished epoch.
-        callbacks.append(keras.callbacks.BackupAndRestore(checkpoint_dir))
-    fit_started = time.time()
-    history = task.fit(
-        dataset, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=callbacks, verbose=verbose
-    )
-    train_seconds = time.time() - fit_started
 
     accuracy = masked_token_accuracy_report(
         task, eval_ids, eval_captions, seed=seed + 2,
@@ -184,7 +197,7 @@ def train_muse(
         "backbone": {k: v for k, v in backbone.get_config().items() if k not in ("name", "trainable", "dtype")},
         "parameters": int(backbone.count_params()),
         "text_encoder_parameters": int(encoder.count_params()),
-        "steps": steps_per_epoch * epochs,
+        "steps": steps_done,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "condition_dropout": condition_dropout,
@@ -194,7 +207,7 @@ def train_muse(
         "heldout_masked_token_accuracy": accuracy,
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(steps_per_epoch * epochs, 1), 3),
+        "seconds_per_step": round(train_seconds / max(steps_done, 1), 3),
         "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
         "backend": keras.config.backend(),
     }

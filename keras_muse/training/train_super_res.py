@@ -10,7 +10,6 @@ The result is saved as a two-stage `MuseTextToImage` preset (base +
 """
 
 import json
-import math
 import time
 
 import keras
@@ -21,9 +20,9 @@ from keras_muse.models.muse.muse_super_res_backbone import MuseSuperResBackbone
 from keras_muse.models.muse.muse_super_resolution import MuseSuperResolution
 from keras_muse.models.muse.muse_text_to_image import MuseTextToImage
 from keras_muse.models.vqgan.vqgan import VQGAN
+from keras_muse.training.train_muse import fit_for_steps
 from keras_muse.training.train_muse import masked_token_accuracy_report
 from keras_muse.training.train_muse import object_token_mask
-from keras_muse.training.train_vqgan import warmup_cosine
 from keras_muse.utils.image_utils import make_grid
 from keras_muse.utils.image_utils import psnr
 from keras_muse.utils.image_utils import resize_images
@@ -122,28 +121,10 @@ def train_super_res(
         backbone, text_encoder=encoder, vqgan=high_vqgan, low_res_vqgan=low_vqgan,
         condition_dropout=condition_dropout, label_smoothing=label_smoothing, seed=seed,
     )
-    task.compile(
-        optimizer=keras.optimizers.AdamW(
-            warmup_cosine(learning_rate, steps, warmup_steps), beta_1=0.9, beta_2=0.96,
-            weight_decay=weight_decay, clipnorm=1.0,
-        )
+    history, steps_done, train_seconds = fit_for_steps(
+        task, ((train_low, train_high), np.asarray(train_captions)), steps, batch_size, learning_rate,
+        warmup_steps, weight_decay, seed, checkpoint_dir, verbose,
     )
-    import tensorflow as tf  # tf.data: Keras' backend-independent input pipeline
-
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(((train_low, train_high), np.asarray(train_captions)))
-        .shuffle(len(train_low), seed=seed)
-        .repeat()
-        .batch(batch_size, drop_remainder=True)
-    )
-    steps_per_epoch = min(100, steps)
-    epochs = math.ceil(steps / steps_per_epoch)
-    callbacks = [keras.callbacks.BackupAndRestore(checkpoint_dir)] if checkpoint_dir else []
-    fit_started = time.time()
-    history = task.fit(
-        dataset, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=callbacks, verbose=verbose
-    )
-    train_seconds = time.time() - fit_started
 
     n = len(eval_low)
     accuracy = masked_token_accuracy_report(
@@ -162,7 +143,7 @@ def train_super_res(
         "resolution": [low_resolution, resolution],
         "backbone": {k: v for k, v in backbone.get_config().items() if k not in ("name", "trainable", "dtype")},
         "parameters": int(backbone.count_params()),
-        "steps": steps_per_epoch * epochs,
+        "steps": steps_done,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "condition_dropout": condition_dropout,
@@ -172,7 +153,7 @@ def train_super_res(
         "heldout_upsampling": upsampling,
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(train_seconds, 1),
-        "seconds_per_step": round(train_seconds / max(steps_per_epoch * epochs, 1), 3),
+        "seconds_per_step": round(train_seconds / max(steps_done, 1), 3),
         "sampling_seconds_per_image": round(sample_seconds / n, 4),
         "final_train_logs": {k: float(v[-1]) for k, v in history.history.items()},
         "backend": keras.config.backend(),

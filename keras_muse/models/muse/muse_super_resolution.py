@@ -78,21 +78,9 @@ class MuseSuperResolution(MuseTextToImage):
         }
 
     def _condition_inputs(self, x):
-        if "low_res_token_ids" in x:
-            ids = ops.cast(x["low_res_token_ids"], "int32")
-        else:
-            images = x["low_res_images"]
-            if "int" in str(images.dtype):
-                images = ops.cast(images, "float32") / 127.5 - 1.0
-            ids = ops.stop_gradient(self.low_res_vqgan.encode_step(ops.cast(images, "float32")))
-        shape = tuple(ids.shape)
-        n = int(np.prod(shape[1:])) if all(s is not None for s in shape[1:]) else None
-        if n != self.backbone.num_low_res_tokens:
-            raise ValueError(
-                f"Low-res token ids must have {self.backbone.num_low_res_tokens} tokens per example "
-                f"(grid {self.backbone.low_res_grid_size}). Received shape {shape}."
-            )
-        return {"low_res_token_ids": ops.reshape(ids, (-1, self.backbone.num_low_res_tokens))}
+        bb = self.backbone
+        ids = self._tokens_in_step(x, "low_res_", self.low_res_vqgan, bb.num_low_res_tokens, bb.low_res_grid_size)
+        return {"low_res_token_ids": ids}
 
     # ------------------------------------------------------------- sampling
     @property

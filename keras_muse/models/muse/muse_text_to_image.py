@@ -363,21 +363,28 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         return self._unconditional["embeddings"]
 
     def _image_token_ids(self, x):
-        if "token_ids" in x:
-            ids = ops.cast(x["token_ids"], "int32")
+        return self._tokens_in_step(x, "", self.vqgan, self.backbone.num_tokens, self.backbone.grid_size)
+
+    @staticmethod
+    def _tokens_in_step(x, prefix, vqgan, num_tokens, grid_size):
+        """`x[prefix + "token_ids"]`, or `x[prefix + "images"]` tokenized by the
+        frozen `vqgan`, as int32 `[batch, num_tokens]` (checked by shape)."""
+        if prefix + "token_ids" in x:
+            ids = ops.cast(x[prefix + "token_ids"], "int32")
         else:
-            images = x["images"]
+            images = x[prefix + "images"]
             if "int" in str(images.dtype):
                 images = ops.cast(images, "float32") / 127.5 - 1.0
-            ids = ops.stop_gradient(self.vqgan.encode_step(ops.cast(images, "float32")))
+            ids = ops.stop_gradient(vqgan.encode_step(ops.cast(images, "float32")))
         shape = tuple(ids.shape)
-        num_tokens = int(np.prod(shape[1:])) if all(s is not None for s in shape[1:]) else None
-        if num_tokens != self.backbone.num_tokens:
+        n = int(np.prod(shape[1:])) if all(s is not None for s in shape[1:]) else None
+        if n != num_tokens:
+            what = "Low-res token ids" if prefix else "Image token ids"
             raise ValueError(
-                f"Image token ids must have {self.backbone.num_tokens} tokens per example "
-                f"(grid {self.backbone.grid_size}). Received shape {shape}."
+                f"{what} must have {num_tokens} tokens per example (grid {grid_size}). "
+                f"Received shape {shape}."
             )
-        return ops.reshape(ids, (-1, self.backbone.num_tokens))
+        return ops.reshape(ids, (-1, num_tokens))
 
     def _text_embeddings(self, x, drop, training):
         """Text embeddings and padding mask, with the dropped examples'
