@@ -50,6 +50,42 @@ def attention(q, k, v, mask=None):
     return ops.transpose(out, (0, 2, 1, 3))
 
 
+SELF_ATTENTION_PARTITIONS = ("block", "grid")
+
+
+def partition_tokens(x, grid_size, window, partition):
+    """[B, H*W, D] tokens -> [B * groups, window**2, D] attention groups.
+
+    Multi-axis attention (MaxViT; the paper's super-res model uses it for its
+    64x64 grid): "block" groups each window x window tile of neighbours;
+    "grid" groups the window x window tokens that sit at the same offset in
+    every tile (stride H/window), so one block and one grid layer mix the
+    whole grid at window**2 / (H*W) of the cost of global attention.
+    """
+    h, w = grid_size
+    d = x.shape[-1]
+    if partition == "block":
+        x = ops.reshape(x, (-1, h // window, window, w // window, window, d))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    else:
+        x = ops.reshape(x, (-1, window, h // window, window, w // window, d))
+        x = ops.transpose(x, (0, 2, 4, 1, 3, 5))
+    return ops.reshape(x, (-1, window * window, d))
+
+
+def merge_tokens(x, grid_size, window, partition):
+    """The inverse of `partition_tokens`: groups -> [B, H*W, D]."""
+    h, w = grid_size
+    d = x.shape[-1]
+    if partition == "block":
+        x = ops.reshape(x, (-1, h // window, w // window, window, window, d))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    else:
+        x = ops.reshape(x, (-1, h // window, w // window, window, window, d))
+        x = ops.transpose(x, (0, 3, 1, 4, 2, 5))
+    return ops.reshape(x, (-1, h * w, d))
+
+
 def _split_heads(x, num_heads, key_dim):
     # Explicit sizes: a -1 would lose the static head size in a TF graph.
     b, n = ops.shape(x)[0], ops.shape(x)[1]
@@ -139,6 +175,13 @@ class MuseTransformerBlock(keras.layers.Layer):
         dropout: float (0.1 in MaskGIT).
         cross_attention: bool.
         layer_norm_epsilon: float.
+        attention_window: None (global self-attention) or int: self-attention
+            within groups of `attention_window**2` tokens of the
+            `grid_size` grid, as `self_attention_partition` says.
+        self_attention_partition: "block" (local tiles) or "grid" (strided,
+            global), see `partition_tokens`.
+        grid_size: (h, w) of the token grid; needed with `attention_window`,
+            both divisible by it.
 
     Call args: `x` [B, N, hidden]; `context` [B, L, hidden] and
     `context_mask` [B, L] (True = real token) for cross-attention, or
@@ -159,6 +202,9 @@ class MuseTransformerBlock(keras.layers.Layer):
         dropout=0.0,
         cross_attention=True,
         layer_norm_epsilon=1e-6,
+        attention_window=None,
+        self_attention_partition="block",
+        grid_size=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -166,6 +212,22 @@ class MuseTransformerBlock(keras.layers.Layer):
             raise ValueError(
                 f"`hidden_dim` ({hidden_dim}) must be divisible by `num_heads` ({num_heads})."
             )
+        if attention_window is not None:
+            if self_attention_partition not in SELF_ATTENTION_PARTITIONS:
+                raise ValueError(
+                    f"`self_attention_partition` must be one of {SELF_ATTENTION_PARTITIONS}. "
+                    f"Received: {self_attention_partition!r}"
+                )
+            if grid_size is None or any(int(g) % int(attention_window) for g in grid_size):
+                raise ValueError(
+                    f"`grid_size` must be given and divisible by `attention_window` "
+                    f"({attention_window}). Received: grid_size={grid_size}"
+                )
+            grid_size = tuple(int(g) for g in grid_size)
+            attention_window = int(attention_window)
+        self.attention_window = attention_window
+        self.self_attention_partition = self_attention_partition
+        self.grid_size = grid_size
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
@@ -208,7 +270,12 @@ class MuseTransformerBlock(keras.layers.Layer):
 
     def call(self, x, context=None, context_mask=None, cross_key_value=None, training=False):
         h = self.self_norm(x)
-        x = x + self.self_attention(h, training=training)
+        if self.attention_window is None:
+            x = x + self.self_attention(h, training=training)
+        else:
+            args = (self.grid_size, self.attention_window, self.self_attention_partition)
+            h = self.self_attention(partition_tokens(h, *args), training=training)
+            x = x + merge_tokens(h, *args)
         if self.cross_attention:
             if context is None and cross_key_value is None:
                 raise ValueError(
@@ -240,5 +307,8 @@ class MuseTransformerBlock(keras.layers.Layer):
             dropout=self.dropout,
             cross_attention=self.cross_attention,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            attention_window=self.attention_window,
+            self_attention_partition=self.self_attention_partition,
+            grid_size=None if self.grid_size is None else list(self.grid_size),
         )
         return config

@@ -62,6 +62,7 @@ def train_super_res(
     num_heads=4,
     mlp_dim=512,
     dropout=0.0,
+    attention_window=8,
     steps=600,
     batch_size=32,
     learning_rate=2e-3,
@@ -86,6 +87,9 @@ def train_super_res(
             and text encoder are reused, frozen).
         vqgan_preset: a trained high-res VQGAN preset directory.
         resolution: the high resolution (a multiple of the base one).
+        attention_window: multi-axis self-attention window over the high-res
+            grid (None: global attention; 8 on the 32x32 grid was 2.4x
+            cheaper per step, see the backbone).
         save_preset: directory for the two-stage task preset.
         out: PNG: rows of bicubic-upsampled low-res / super-res / real.
     """
@@ -116,6 +120,7 @@ def train_super_res(
         low_res_codebook_size=low_vqgan.codebook_size, low_res_grid_size=tuple(train_low.shape[1:3]),
         hidden_dim=hidden_dim, num_layers=num_layers, low_res_num_layers=low_res_num_layers,
         num_heads=num_heads, mlp_dim=mlp_dim, text_dim=encoder.hidden_dim, dropout=dropout,
+        attention_window=attention_window,
     )
     task = MuseSuperResolution(
         backbone, text_encoder=encoder, vqgan=high_vqgan, low_res_vqgan=low_vqgan,

@@ -52,3 +52,47 @@ def test_errors():
     x, _, _ = _inputs()
     with pytest.raises(ValueError, match="context"):
         MuseTransformerBlock(16, 4, 32)(x)
+
+
+@pytest.mark.parametrize("partition", ["block", "grid"])
+def test_multi_axis_partitions_round_trip_and_group_the_right_tokens(partition):
+    from keras_muse.layers.transformer_block import merge_tokens, partition_tokens
+
+    x = np.arange(2 * 8 * 8, dtype="float32").reshape(2, 64, 1)
+    groups = np.asarray(partition_tokens(x, (8, 8), 4, partition))
+    assert groups.shape == (8, 16, 1)
+    np.testing.assert_array_equal(np.asarray(merge_tokens(groups, (8, 8), 4, partition)), x)
+    rows, cols = np.divmod(groups[0, :, 0].astype(int), 8)
+    if partition == "block":  # one 4x4 tile of neighbours
+        assert set(rows) == {0, 1, 2, 3} and set(cols) == {0, 1, 2, 3}
+    else:  # the same offset in every tile: stride 2 over the whole grid
+        assert set(rows) == {0, 2, 4, 6} and set(cols) == {0, 2, 4, 6}
+
+
+@pytest.mark.parametrize("partition", ["block", "grid"])
+def test_windowed_self_attention_only_mixes_within_a_group(partition):
+    block = MuseTransformerBlock(
+        16, 2, 32, cross_attention=False, attention_window=4,
+        self_attention_partition=partition, grid_size=(8, 8),
+    )
+    x = np.random.default_rng(0).normal(size=(1, 64, 16)).astype("float32")
+    y = np.asarray(block(x))
+    # Token 0 is in the group of token 1 (block) or of token 2 (grid), not of
+    # token 4 (block: next tile) or of token 1 (grid: other offset).
+    inside, outside = (1, 4) if partition == "block" else (2, 1)
+    for j, should_change in ((inside, True), (outside, False)):
+        changed = x.copy()
+        changed[0, j] = -x[0, j]  # (a constant shift would vanish in the pre-norm)
+        delta = np.abs(np.asarray(block(changed))[0, 0] - y[0, 0]).max()
+        assert (delta > 1e-4) == should_change, (j, delta)
+    clone = MuseTransformerBlock.from_config(block.get_config())
+    assert (clone.attention_window, clone.self_attention_partition, clone.grid_size) == (4, partition, (8, 8))
+
+
+def test_windowed_attention_errors():
+    with pytest.raises(ValueError, match="grid_size"):
+        MuseTransformerBlock(16, 2, 32, attention_window=3, grid_size=(8, 8))
+    with pytest.raises(ValueError, match="grid_size"):
+        MuseTransformerBlock(16, 2, 32, attention_window=4)
+    with pytest.raises(ValueError, match="self_attention_partition"):
+        MuseTransformerBlock(16, 2, 32, attention_window=4, grid_size=(8, 8), self_attention_partition="axis")

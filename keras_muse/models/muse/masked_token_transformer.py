@@ -33,7 +33,8 @@ class MaskedTokenTransformerMixin:
     """
 
     def _create_token_layers(self, codebook_size, grid, hidden_dim, num_layers, num_heads,
-                             mlp_dim, dropout, tie_embeddings, layer_norm_epsilon, dtype):
+                             mlp_dim, dropout, tie_embeddings, layer_norm_epsilon, dtype,
+                             attention_window=None):
         self.token_embedding = ReversibleEmbedding(
             codebook_size + 1,  # + [MASK]
             hidden_dim,
@@ -54,10 +55,15 @@ class MaskedTokenTransformerMixin:
         self.text_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="text_norm"
         )
+        # With `attention_window`, self-attention alternates block / grid
+        # partitions (multi-axis attention, MaxViT-style), layer by layer.
         self.transformer_layers = [
             MuseTransformerBlock(
                 hidden_dim, num_heads, mlp_dim, dropout=dropout,
                 layer_norm_epsilon=layer_norm_epsilon, dtype=dtype,
+                attention_window=attention_window,
+                self_attention_partition=("block", "grid")[i % 2],
+                grid_size=grid if attention_window else None,
                 name=f"transformer_layer_{i}",
             )
             for i in range(num_layers)

@@ -36,12 +36,13 @@ MUSE_SUPER_RES_PRESETS = {
     "muse_super_res_512": {
         "description": (
             "Muse super-res transformer (paper App. A.3): 16x16 f16 tokens -> 64x64 f8 "
-            "tokens (256^2 -> 512^2), 16 low-res + 32 high-res layers, width 1024, T5-XXL text."
+            "tokens (256^2 -> 512^2), 16 low-res + 32 high-res layers, width 1024, T5-XXL text, "
+            "multi-axis attention over the 64x64 grid (window 8: the paper does not give it)."
         ),
         "config": dict(
             codebook_size=8192, grid_size=64, low_res_codebook_size=8192, low_res_grid_size=16,
             hidden_dim=1024, num_layers=32, low_res_num_layers=16, num_heads=16, mlp_dim=4096,
-            text_dim=4096, dropout=0.1,
+            text_dim=4096, dropout=0.1, attention_window=8,
         ),
     },
     "muse_super_res_tiny": {

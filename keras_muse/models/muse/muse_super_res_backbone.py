@@ -40,6 +40,11 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         low_res_num_layers: int, self-attention blocks over the low-res tokens.
         text_dim: int, width of the text encoder's outputs.
         dropout, tie_embeddings, layer_norm_epsilon, dtype: as `MuseBackbone`.
+        attention_window: None (global self-attention over the high-res grid)
+            or int: multi-axis attention (paper App. A.3), layers alternating
+            `attention_window`-sized tiles and a strided grid of the same
+            size; the grid must be divisible by it. Cuts self-attention's
+            cost by `attention_window**2 / N`.
 
     Example:
     ```python
@@ -70,6 +75,7 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         dropout=0.1,
         tie_embeddings=True,
         layer_norm_epsilon=1e-6,
+        attention_window=None,
         dtype=None,
         **kwargs,
     ):
@@ -81,7 +87,7 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         # === Layers ===
         self._create_token_layers(
             codebook_size, grid, hidden_dim, num_layers, num_heads, mlp_dim,
-            dropout, tie_embeddings, layer_norm_epsilon, dtype,
+            dropout, tie_embeddings, layer_norm_epsilon, dtype, attention_window=attention_window,
         )
         self.low_res_embedding = keras.layers.Embedding(
             low_res_codebook_size,
@@ -145,6 +151,7 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         self.dropout = dropout
         self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.attention_window = attention_window
 
     def context(self, low_res_token_ids, text_embeddings, text_padding_mask, training=False):
         """[low-res stack outputs; projected text] and its padding mask."""
@@ -198,6 +205,7 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
             dropout=self.dropout,
             tie_embeddings=self.tie_embeddings,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            attention_window=self.attention_window,
         )
         return config
 
