@@ -301,7 +301,8 @@ def build_parser():
     rec.set_defaults(func=_run_reconstruct)
     gen = commands.add_parser("generate", help="Generate images from prompts with a trained preset.")
     gen.add_argument("prompts", nargs="+", help="one or more prompts")
-    gen.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
+    gen.add_argument("--preset", default="muse_shapes_64",
+                     help="a shipped preset name (default: muse_shapes_64) or a MuseTextToImage preset directory")
     gen.add_argument("-n", "--num-images", type=int, default=4, help="images per prompt")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--steps", type=int, default=24, help="decoding steps (paper: 24)")
@@ -320,7 +321,8 @@ def build_parser():
     inp.add_argument("images", nargs="+")
     inp.add_argument("--mask", nargs="+", required=True, help="mask image(s): white = regenerate")
     inp.add_argument("--prompt", required=True)
-    inp.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
+    inp.add_argument("--preset", default="muse_shapes_64",
+                     help="a shipped preset name (default: muse_shapes_64) or a MuseTextToImage preset directory")
     inp.add_argument("--steps", type=int, default=12)
     inp.add_argument("--guidance-scale", type=float, default=3.0)
     inp.add_argument("--seed", type=int, default=0)
@@ -329,7 +331,8 @@ def build_parser():
     edit = commands.add_parser("edit", help="Mask-free editing of images toward a prompt.")
     edit.add_argument("images", nargs="+")
     edit.add_argument("--prompt", required=True)
-    edit.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
+    edit.add_argument("--preset", default="muse_shapes_64",
+                     help="a shipped preset name (default: muse_shapes_64) or a MuseTextToImage preset directory")
     edit.add_argument("--iterations", type=int, default=100)
     edit.add_argument("--fraction", type=float, default=0.08)
     edit.add_argument("--guidance-scale", type=float, default=4.0)

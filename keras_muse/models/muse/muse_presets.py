@@ -54,3 +54,16 @@ MUSE_SUPER_RES_PRESETS = {
         ),
     },
 }
+
+# Trained `MuseTextToImage` presets shipped inside the package
+# (keras_muse/presets/<package_dir>; rebuilt by examples/build_shipped_presets.py).
+MUSE_TEXT_TO_IMAGE_PRESETS = {
+    "muse_shapes_64": {
+        "description": (
+            "Captioned shapes at 64x64 (DESIGN.md section 6): f4 VQGAN (512 codes, 16x16 ids), "
+            "a tiny T5-architecture text encoder trained jointly, a width-128 4-layer base "
+            "transformer. Trained on a 2-core CPU; recipe in its metadata.json."
+        ),
+        "package_dir": "muse_shapes_64",
+    },
+}

@@ -45,6 +45,7 @@ class MuseSuperResolution(MuseTextToImage):
 
     backbone_cls = MuseSuperResBackbone
     component_classes = MuseTextToImage.component_classes + (("low_res_vqgan", VQGAN),)
+    task_presets = {}  # shipped two-stage presets load as a MuseTextToImage
     low_res_inputs = True
 
     def __init__(self, backbone, text_encoder=None, vqgan=None, low_res_vqgan=None, **kwargs):

@@ -25,6 +25,8 @@ from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
 from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
 from keras_muse.models.text.text_preprocessor import MuseTextPreprocessor
 from keras_muse.models.vqgan.vqgan import VQGAN
+from keras_muse.models.muse.muse_presets import MUSE_TEXT_TO_IMAGE_PRESETS
+from keras_muse.utils.preset_utils import PACKAGE_PRESET_DIR
 from keras_muse.utils.preset_utils import atomic_directory
 from keras_muse.utils.untracked import Untracked
 
@@ -106,6 +108,8 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
     preprocessor_cls = MuseTextPreprocessor
     # Sub-models saved as sub-presets: (attribute, class).
     component_classes = (("text_encoder", MuseTextEncoder), ("vqgan", VQGAN))
+    # Trained presets shipped inside the package, by short name.
+    task_presets = MUSE_TEXT_TO_IMAGE_PRESETS
     # Whether training data carries a low-res condition (super-resolution).
     low_res_inputs = False
 
@@ -591,8 +595,9 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         """Loads a task saved by `save_to_preset` (or wraps a backbone preset).
 
         Args:
-            preset: a preset directory, or a `MuseBackbone` preset name (then
-                no text encoder or VQGAN is attached).
+            preset: a shipped preset name (`task_presets`, e.g.
+                "muse_shapes_64"), a preset directory, or a `MuseBackbone`
+                preset name (then no text encoder or VQGAN is attached).
             load_weights: bool.
             **kwargs: task settings (`condition_dropout`, `seed`, ...) that
                 override the saved ones.
@@ -600,6 +605,15 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         if not isinstance(preset, (str, os.PathLike)):
             raise ValueError(f"`preset` must be a preset name or a path. Received: {preset!r}")
         preset = os.fspath(preset)
+        entry = cls.task_presets.get(preset)
+        if entry is not None:
+            path = os.path.join(PACKAGE_PRESET_DIR, entry["package_dir"])
+            if not os.path.isfile(os.path.join(path, TASK_CONFIG_FILE)):
+                raise ValueError(
+                    f"The shipped preset {preset!r} is missing from this installation ({path}): "
+                    "reinstall keras-muse, or rebuild it with examples/build_shipped_presets.py."
+                )
+            preset = path
         task_file = os.path.join(preset, TASK_CONFIG_FILE)
         if not os.path.isfile(task_file):
             backbone = cls.backbone_cls.from_preset(preset, load_weights=load_weights)
