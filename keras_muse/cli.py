@@ -117,6 +117,8 @@ def _add_train_super_res(subparsers):
     p.add_argument("--low-res-num-layers", type=int, default=2)
     p.add_argument("--attention-window", type=int, default=8,
                    help="multi-axis self-attention window over the high-res grid (0: global attention)")
+    p.add_argument("--aligned-low-res", type=int, default=1, choices=(0, 1),
+                   help="1: also add each low-res token's features to the high-res tokens it covers")
     p.add_argument("--num-heads", type=int, default=4)
     p.add_argument("--mlp-dim", type=int, default=512)
     p.add_argument("--dropout", type=float, default=0.0)
@@ -149,7 +151,7 @@ def _run_train_super_res(args):
         base_preset=args.base_preset, vqgan_preset=args.vqgan_preset, resolution=args.resolution,
         hidden_dim=args.hidden_dim, num_layers=args.num_layers, low_res_num_layers=args.low_res_num_layers,
         num_heads=args.num_heads, mlp_dim=args.mlp_dim, dropout=args.dropout, steps=args.steps,
-        attention_window=args.attention_window or None,
+        attention_window=args.attention_window or None, aligned_low_res=bool(args.aligned_low_res),
         batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         condition_dropout=args.condition_dropout, num_train_images=args.num_train_images,
         num_eval_images=args.num_eval_images, seed=args.seed, save_preset=args.save_preset,

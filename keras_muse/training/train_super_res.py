@@ -63,6 +63,7 @@ def train_super_res(
     mlp_dim=512,
     dropout=0.0,
     attention_window=8,
+    aligned_low_res=True,
     steps=600,
     batch_size=32,
     learning_rate=2e-3,
@@ -90,6 +91,8 @@ def train_super_res(
         attention_window: multi-axis self-attention window over the high-res
             grid (None: global attention; 8 on the 32x32 grid was 2.4x
             cheaper per step, see the backbone).
+        aligned_low_res: add the low-res features to the high-res tokens
+            they cover (see `MuseSuperResBackbone`).
         save_preset: directory for the two-stage task preset.
         out: PNG: rows of bicubic-upsampled low-res / super-res / real.
     """
@@ -120,7 +123,7 @@ def train_super_res(
         low_res_codebook_size=low_vqgan.codebook_size, low_res_grid_size=tuple(train_low.shape[1:3]),
         hidden_dim=hidden_dim, num_layers=num_layers, low_res_num_layers=low_res_num_layers,
         num_heads=num_heads, mlp_dim=mlp_dim, text_dim=encoder.hidden_dim, dropout=dropout,
-        attention_window=attention_window,
+        attention_window=attention_window, aligned_low_res=aligned_low_res,
     )
     task = MuseSuperResolution(
         backbone, text_encoder=encoder, vqgan=high_vqgan, low_res_vqgan=low_vqgan,

@@ -110,8 +110,13 @@ class MaskedTokenTransformerMixin:
 
     def logits_step(self, token_ids, key_values, context_mask, training=False):
         """Logits for `token_ids` given precomputed context `key_values`
-        (from `conditioning_key_values`)."""
+        (from `conditioning_key_values`: the per-layer list, or a dict
+        {"layers": list, "token_bias": [B, N, hidden]} when the condition
+        also adds a per-position term to the embedded tokens)."""
         x = self.embed_tokens(token_ids, training=training)
+        if isinstance(key_values, dict):
+            x = x + ops.cast(key_values["token_bias"], x.dtype)
+            key_values = key_values["layers"]
         x = self.transform(x, context_mask=context_mask, key_values=key_values, training=training)
         return self.logits_from_hidden(x)
 

@@ -132,3 +132,25 @@ def test_multi_axis_attention_backbone():
     with pytest.raises(ValueError, match="attention_window"):
         _backbone(attention_window=3)
     assert MuseSuperResBackbone.config_presets["muse_super_res_512"]["config"]["attention_window"] == 8
+
+
+def test_aligned_low_res_features_land_on_the_tokens_they_cover():
+    sr = _backbone(aligned_low_res=True)
+    inputs = _inputs()
+    logits = np.asarray(sr(inputs))
+    kv, mask = sr.conditioning_key_values(
+        inputs["text_embeddings"], inputs["text_padding_mask"], inputs["low_res_token_ids"]
+    )
+    assert set(kv) == {"layers", "token_bias"}
+    np.testing.assert_allclose(np.asarray(sr.logits_step(inputs["token_ids"], kv, mask)), logits, atol=1e-5)
+    # With an identity projection, high-res token (r, c) carries low-res token (r // 2, c // 2).
+    sr.low_res_alignment.kernel.assign(np.eye(32, dtype="float32"))
+    sr.low_res_alignment.bias.assign(np.zeros(32, "float32"))
+    features = np.random.default_rng(0).normal(size=(2, 16, 32)).astype("float32")
+    bias = np.asarray(sr.token_bias(features)).reshape(2, 8, 8, 32)
+    expected = features.reshape(2, 4, 4, 32).repeat(2, axis=1).repeat(2, axis=2)
+    np.testing.assert_allclose(bias, expected, atol=1e-6)
+    clone = MuseSuperResBackbone.from_config(sr.get_config())
+    assert clone.aligned_low_res
+    with pytest.raises(ValueError, match="aligned_low_res"):
+        _backbone(aligned_low_res=True, grid_size=(6, 6))
