@@ -16,7 +16,14 @@ text embeddings are given (as the peers' benchmark does: no T5 and no VQGAN
 decoder in the timed region), so the time is the transformer loop:
 `MuseTextToImage.generate({"text_embeddings": ..., "text_padding_mask": ...})`.
 "first call" includes tracing and XLA compilation; "steady" is the median of
-the timed calls after it.
+the timed calls after it. `gflop` / `tflops` count the matrix products of the
+call (`flops.py`: text keys/values once, the token side once per step, both
+on the doubled batch under CFG); with `--peak-json` (from `matmul_peak.py`)
+`mfu` divides by the measured matmul peak of the compute dtype.
+
+    # GPU, bf16, bigger batch (benchmarks/gpu/README.md):
+    python benchmarks/sample_bench.py --configs d512_l8_cb8192 --dtype mixed_bfloat16 \
+        --batch 64 --runs 10 --peak-json peak.json
 """
 
 import argparse
@@ -30,6 +37,9 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 from bench_utils import format_table  # noqa: E402
+from flops import add_rates  # noqa: E402
+from flops import load_peak  # noqa: E402
+from flops import sampling_flops  # noqa: E402
 
 CONFIGS = {
     "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
@@ -50,7 +60,19 @@ DEFAULT_CONFIGS = ["muse_tiny", "d512_l8_cb8192", "sr_tiny", "sr_shapes_128"]
 PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers")
 
 
-def bench_config(name, runs, cfg_scales=(3.0, 0.0)):
+def device_peak_mb():
+    """Peak accelerator memory of this process so far (MB), where the backend says."""
+    try:
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # not JAX, or a device without statistics (CPU)
+        return None
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else round(peak / 2**20, 1)
+
+
+def bench_config(name, runs, cfg_scales=(3.0, 0.0), batch=None, peak_tflops=None):
     import keras
     import numpy as np
 
@@ -60,7 +82,8 @@ def bench_config(name, runs, cfg_scales=(3.0, 0.0)):
     from keras_muse.models import MuseTextToImage
 
     cfg = dict(CONFIGS[name])
-    text_len, batch, steps = cfg.pop("text_len"), cfg.pop("batch"), cfg.pop("steps")
+    text_len, cfg_batch, steps = cfg.pop("text_len"), cfg.pop("batch"), cfg.pop("steps")
+    batch = batch or cfg_batch
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     super_res = "low_res_grid_size" in cfg
@@ -102,14 +125,33 @@ def bench_config(name, runs, cfg_scales=(3.0, 0.0)):
             call(r + 1)
             times.append(time.perf_counter() - start)
         steady = float(np.median(times))
-        rows.append({
-            "config": name, "backend": keras.config.backend(), "cfg_scale": scale,
+        row = {
+            "config": name, "backend": keras.config.backend(), "dtype": keras.config.dtype_policy().name,
+            "cfg_scale": scale,
             "params_M": round(backbone.count_params() / 1e6, 2), "batch": batch, "steps": steps,
             "tokens": backbone.num_tokens, "first_call_s": round(first, 2),
             "seconds_per_batch": round(steady, 3), "runs_s": [round(t, 3) for t in times],
             "images_per_s": round(batch / steady, 3),
-        })
+            "tokens_per_s": round(batch * backbone.num_tokens / steady, 1),
+        }
+        flop = sampling_flops(backbone, text_len, batch, steps, guidance=bool(scale))
+        add_rates(row, flop, steady, peak_tflops)
+        peak_mb = device_peak_mb()
+        if peak_mb is not None:
+            row["device_peak_MB"] = peak_mb
+        rows.append(row)
     return rows
+
+
+def device_name():
+    """The first device's kind ("NVIDIA H100 80GB HBM3", "cpu"), JAX backend only."""
+    try:
+        import jax
+
+        device = jax.devices()[0]
+        return getattr(device, "device_kind", device.platform)
+    except Exception:
+        return None
 
 
 def run_peers(python, runs):
@@ -129,13 +171,25 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="muse_tiny only (CI)")
     parser.add_argument("--peers", default=None, help="python of the peers' venv: time them in the same run")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16", "bfloat16"],
+                        help="Keras dtype policy of the models (mixed_bfloat16: bf16 compute, fp32 weights)")
+    parser.add_argument("--batch", type=int, default=None, help="override every config's batch")
+    parser.add_argument("--cfg-scales", type=float, nargs="+", default=[3.0, 0.0],
+                        help="guidance scales to time (0 = no guidance, no doubled batch)")
+    parser.add_argument("--peak-json", default=None, help="matmul_peak.py output: adds the `mfu` column")
     args = parser.parse_args(argv)
     if args.quick:
         args.configs, args.runs = ["muse_tiny", "sr_tiny"], 2
-    rows = [row for name in args.configs for row in bench_config(name, args.runs)]
-    print(format_table(rows, ["config", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
-                        "seconds_per_batch", "images_per_s"]))
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "keras_muse": rows}
+    import keras
+
+    keras.config.set_dtype_policy(args.dtype)
+    peak = load_peak(args.peak_json, args.dtype)
+    rows = [row for name in args.configs
+            for row in bench_config(name, args.runs, tuple(args.cfg_scales), args.batch, peak)]
+    print(format_table(rows, ["config", "dtype", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
+                        "seconds_per_batch", "images_per_s", "tflops", "mfu"]))
+    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": device_name()},
+              "keras_muse": rows}
     if args.peers:
         peers = run_peers(args.peers, args.runs)
         result["peers"] = peers

@@ -10,7 +10,14 @@ tokens, codebook 8192, text length 77). Each row runs `MuseTextToImage.fit`
 (in-step masking, condition dropout, AdamW) on precomputed text embeddings in
 its own process, so the peak RSS is that configuration's. "tokens/s" counts
 image tokens (batch x 256) per second of steady-state training. The first
-step (compile) is reported apart.
+step (compile) is reported apart. `gflop` / `tflops` count the matrix
+products of a step (`flops.py`: forward + backward = 3x the forward pass);
+with `--peak-json` (from `matmul_peak.py`) `mfu` divides by the measured
+matmul peak of the compute dtype.
+
+    # GPU, bf16, a bigger batch, no TensorFlow on the machine (benchmarks/gpu/README.md):
+    python benchmarks/train_bench.py --configs small_d512_l8 --dtype mixed_bfloat16 \
+        --batch 64 --steps 20 --input arrays --peak-json peak.json
 """
 
 import argparse
@@ -25,6 +32,9 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 from bench_utils import format_table  # noqa: E402
+from flops import add_rates  # noqa: E402
+from flops import load_peak  # noqa: E402
+from flops import train_step_flops  # noqa: E402
 
 CONFIGS = {
     "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
@@ -36,10 +46,12 @@ CONFIGS = {
 }
 
 
-def run_config(name, steps, batch=None):
+def run_config(name, steps, batch=None, dtype="float32", input_pipeline="tf.data", peak_json=None):
     """Runs in the child process: returns one result row."""
     import keras
     import numpy as np
+
+    keras.config.set_dtype_policy(dtype)
 
     from keras_muse.models import MuseBackbone
     from keras_muse.models import MuseTextToImage
@@ -67,13 +79,19 @@ def run_config(name, steps, batch=None):
             stamps.append(time.perf_counter())
 
     start = time.perf_counter()
-    task.fit((ids, (emb, mask)), batch_size=batch, epochs=1, verbose=0, callbacks=[Stamp()])
+    # "tf.data": the task's reshuffling tf.data pipeline (what users get);
+    # "arrays": unshuffled in-memory batches (keras-hub feeds them through
+    # grain), for machines without TensorFlow. The data is random either way.
+    task.fit((ids, (emb, mask)), batch_size=batch, epochs=1, verbose=0, callbacks=[Stamp()],
+             shuffle=input_pipeline == "tf.data")
     first = stamps[0] - start
     steady = float(np.median(np.diff(stamps))) if len(stamps) > 2 else float("nan")
     tokens = batch * backbone.num_tokens
-    return {
+    row = {
         "config": name,
         "backend": keras.config.backend(),
+        "dtype": dtype,
+        "input": input_pipeline,
         "params_M": round(backbone.count_params() / 1e6, 2),
         "batch": batch,
         "tokens_per_example": backbone.num_tokens,
@@ -84,6 +102,17 @@ def run_config(name, steps, batch=None):
         "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "steps_timed": len(stamps) - 1,
     }
+    add_rates(row, train_step_flops(backbone, text_len, batch), steady, load_peak(peak_json, dtype))
+    try:
+        import jax
+
+        peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+        if peak is not None:
+            row["device"] = jax.devices()[0].device_kind
+            row["device_peak_MB"] = round(peak / 2**20, 1)
+    except Exception:  # not JAX, or no device statistics (CPU)
+        pass
+    return row
 
 
 def attention_comparison(batch=8, tokens=256, width=512, heads=8, text_len=77, repeats=5):
@@ -148,10 +177,16 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="muse_tiny only, 3 steps (CI)")
     parser.add_argument("--attention", action="store_true", help="also compare attention implementations")
     parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16", "bfloat16"],
+                        help="Keras dtype policy (mixed_bfloat16: bf16 compute, fp32 weights and optimizer)")
+    parser.add_argument("--batch", type=int, default=None, help="override every config's batch")
+    parser.add_argument("--input", default="tf.data", choices=["tf.data", "arrays"],
+                        help="tf.data: the task's shuffling pipeline; arrays: unshuffled (no TensorFlow needed)")
+    parser.add_argument("--peak-json", default=None, help="matmul_peak.py output: adds the `mfu` column")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
-        print(json.dumps(run_config(args._child, args.steps)))
+        print(json.dumps(run_config(args._child, args.steps, args.batch, args.dtype, args.input, args.peak_json)))
         return 0
     if args.quick:
         args.configs, args.steps = ["muse_tiny"], 3
@@ -159,14 +194,16 @@ def main(argv=None):
     for name in args.configs:
         # One process per configuration: its peak RSS is its own.
         proc = subprocess.run(
-            [sys.executable, __file__, "--_child", name, "--steps", str(args.steps)],
+            [sys.executable, __file__, "--_child", name, "--steps", str(args.steps), "--dtype", args.dtype,
+             "--input", args.input, *(["--batch", str(args.batch)] if args.batch else []),
+             *(["--peak-json", args.peak_json] if args.peak_json else [])],
             capture_output=True, text=True, env=os.environ,
         )
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(format_table(rows, ["config", "params_M", "batch", "first_step_s", "s_per_step", "tokens_per_s",
-                        "examples_per_s", "peak_rss_MB"]))
+    print(format_table(rows, ["config", "dtype", "params_M", "batch", "first_step_s", "s_per_step", "tokens_per_s",
+                        "examples_per_s", "tflops", "mfu", "peak_rss_MB"]))
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "train": rows}
     if args.attention:
         attn = attention_comparison()

@@ -45,7 +45,6 @@ import logging
 import os
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
 logger = logging.getLogger(__name__)
@@ -413,6 +412,8 @@ def scan_image_text_folder(
 
 
 def _decode_resize_crop(path, caption, resolution):
+    import tensorflow as tf  # lazy: `import keras_muse` must work without TF (e.g. JAX-only GPU hosts)
+
     data = tf.io.read_file(path)
     image = tf.io.decode_image(
         data, channels=3, dtype=tf.uint8, expand_animations=False
@@ -533,6 +534,8 @@ def load_image_text_folder(
             f"but '{directory}' has 0 usable pairs out of {scan.num_skipped} "
             f"entries found. Skipped: {details}."
         )
+
+    import tensorflow as tf  # lazy: see _decode_resize_crop
 
     ds = tf.data.Dataset.from_tensor_slices(
         (
