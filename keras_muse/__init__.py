@@ -8,5 +8,6 @@ vqgan = keras_muse.models.VQGAN.from_preset("vqgan_tiny_f4", load_weights=False)
 
 from keras_muse import datasets
 from keras_muse import layers
+from keras_muse import metrics
 from keras_muse import models
 from keras_muse.version import __version__

@@ -7,6 +7,7 @@ Commands:
     generate      text -> images with a trained MuseTextToImage preset (PNG grid)
     inpaint       regenerate the masked region of images (mask images: white = regenerate)
     edit          mask-free editing of images toward a prompt
+    evaluate      generate for shapes prompts and score them (alignment, FID, CLIP; JSON + PNG)
 
 Example:
     python -m keras_muse train vqgan --steps 300 --out reconstructions.png
@@ -286,6 +287,18 @@ def _run_generate(args):
     return 0
 
 
+def _add_evaluate_arguments(parser):
+    from keras_muse.metrics.evaluation import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_evaluate(args):
+    from keras_muse.metrics.evaluation import run
+
+    return run(args)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m keras_muse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -341,6 +354,9 @@ def build_parser():
     edit.add_argument("--seed", type=int, default=0)
     edit.add_argument("--out", default="edited.png")
     edit.set_defaults(func=_run_edit_command)
+    ev = commands.add_parser("evaluate", help="Score a preset on shapes prompts: alignment, FID, CLIP score.")
+    _add_evaluate_arguments(ev)
+    ev.set_defaults(func=_run_evaluate)
     return parser
 
 
