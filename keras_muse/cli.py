@@ -8,6 +8,7 @@ Commands:
     inpaint       regenerate the masked region of images (mask images: white = regenerate)
     edit          mask-free editing of images toward a prompt
     evaluate      generate for shapes prompts and score them (alignment, FID, CLIP; JSON + PNG)
+    export        write a MuseTextToImage preset as a TF Serving SavedModel (OUT/<version>/)
 
 Example:
     python -m keras_muse train vqgan --steps 300 --out reconstructions.png
@@ -287,6 +288,24 @@ def _run_generate(args):
     return 0
 
 
+def _run_export(args):
+    from keras_muse.export import export_saved_model
+    from keras_muse.models import MuseTextToImage
+
+    if not os.path.isdir(args.preset):
+        raise SystemExit(f"--preset {args.preset!r} is not a preset directory")
+    task = MuseTextToImage.from_preset(args.preset)
+    try:
+        export_dir = export_saved_model(
+            task, args.out, version=args.version, num_steps=args.steps, guidance_scale=args.guidance_scale,
+            super_resolution_steps=args.super_res_steps, overwrite=args.overwrite, verbose=True,
+        )
+    except ValueError as e:
+        raise SystemExit(str(e))
+    print(f"wrote {export_dir}")
+    return 0
+
+
 def _add_evaluate_arguments(parser):
     from keras_muse.metrics.evaluation import add_arguments
 
@@ -354,6 +373,16 @@ def build_parser():
     edit.add_argument("--seed", type=int, default=0)
     edit.add_argument("--out", default="edited.png")
     edit.set_defaults(func=_run_edit_command)
+    exp = commands.add_parser("export", help="Export a MuseTextToImage preset for TF Serving.")
+    exp.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
+    exp.add_argument("--out", required=True, help="the model base path; the SavedModel goes to OUT/<version>/")
+    exp.add_argument("--version", type=int, default=1)
+    exp.add_argument("--steps", type=int, default=24, help="decoding steps, fixed in the SavedModel")
+    exp.add_argument("--guidance-scale", type=float, default=3.0, help="default of the guidance_scale input")
+    exp.add_argument("--super-res-steps", type=int, default=8,
+                     help="steps of the super-res stage when the preset has one (0: base resolution only)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT/<version>/")
+    exp.set_defaults(func=_run_export)
     ev = commands.add_parser("evaluate", help="Score a preset on shapes prompts: alignment, FID, CLIP score.")
     _add_evaluate_arguments(ev)
     ev.set_defaults(func=_run_evaluate)

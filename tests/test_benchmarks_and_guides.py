@@ -48,3 +48,16 @@ def test_sample_bench_quick(tmp_path):
     )
     rows = json.loads(out.read_text())["keras_muse"]
     assert {r["cfg_scale"] for r in rows} == {3.0, 0.0} and all(r["seconds_per_batch"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_serving_guide_runs(tmp_path):
+    # --tiny: an untrained tiny task, exported, inspected with saved_model_cli
+    # and served from a fresh TensorFlow-only process.
+    env = {**os.environ, "KERAS_BACKEND": "jax", "GUIDE_OUT": str(tmp_path)}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "guides", "serving.py"), "--tiny"],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "identical to task.generate: True" in result.stdout
+    assert "signature_def['serving_default']" in result.stdout
+    assert (tmp_path / "served.png").exists() and (tmp_path / "models" / "muse" / "1" / "saved_model.pb").exists()

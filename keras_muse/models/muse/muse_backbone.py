@@ -102,6 +102,23 @@ class MuseBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
 
+    @staticmethod
+    def get_layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch"):
+        """A `keras.distribution.LayoutMap` for `ModelParallel` over `device_mesh`
+        (rules and reasons: `keras_muse.distribution.layout_maps`).
+
+        Example:
+        ```python
+        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
+        layout_map = MuseBackbone.get_layout_map(mesh)
+        keras.distribution.set_distribution(
+            keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
+        ```
+        """
+        from keras_muse.distribution import layout_maps
+
+        return layout_maps.muse_backbone_layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
+
     def conditioning_key_values(self, text_embeddings, text_padding_mask):
         """The text's per-layer cross-attention keys/values and their mask,
         computed once per generation (`logits_step` reads them)."""

@@ -175,6 +175,23 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.attention_window = attention_window
 
+    @staticmethod
+    def get_layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch"):
+        """A `keras.distribution.LayoutMap` for `ModelParallel` over `device_mesh`
+        (rules and reasons: `keras_muse.distribution.layout_maps`).
+
+        Example:
+        ```python
+        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
+        layout_map = MuseSuperResBackbone.get_layout_map(mesh)
+        keras.distribution.set_distribution(
+            keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
+        ```
+        """
+        from keras_muse.distribution import layout_maps
+
+        return layout_maps.muse_super_res_layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
+
     def low_res_features(self, low_res_token_ids, training=False):
         """The low-res stack's outputs [B, n, hidden]."""
         x = self.low_res_embedding(low_res_token_ids)

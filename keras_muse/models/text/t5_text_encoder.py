@@ -331,31 +331,28 @@ class MuseTextEncoder(PresetMixin, _BackboneWithPreprocessor):
 
     # ----------------------------------------------------------- distribution
     @staticmethod
-    def get_layout_map(device_mesh, model_parallel_dim_name="model"):
-        """A `keras.distribution.LayoutMap` sharding T5 over the model axis.
+    def get_layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch"):
+        """A `keras.distribution.LayoutMap` sharding T5 over the mesh.
 
-        Megatron-style: query/key/value and the MLP's input/gate kernels split
-        their output dimension, the attention and MLP output kernels their
-        input dimension, so each layer needs one all-reduce per block; the
-        embedding splits the hidden dimension. Norms and the relative position
-        bias are small and replicated.
+        Megatron-style on the model axis: query/key/value and the MLP's
+        input/gate kernels split their output dimension, the attention and
+        MLP output kernels their input dimension, so each layer needs one
+        all-reduce per block; the other dimension is split over the data axis
+        (keras-hub's convention); the embedding splits the hidden dimension.
+        Norms and the relative position bias are small and replicated. Rules
+        and reasons: `keras_muse.distribution.layout_maps`.
+
+        Example:
+        ```python
+        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
+        keras.distribution.set_distribution(keras.distribution.ModelParallel(
+            layout_map=MuseTextEncoder.get_layout_map(mesh), batch_dim_name="batch"))
+        encoder = MuseTextEncoder.from_preset("t5_1.1_xxl", dtype="bfloat16")
+        ```
         """
-        if model_parallel_dim_name not in device_mesh.axis_names:
-            raise ValueError(
-                f"`model_parallel_dim_name` must be one of {device_mesh.axis_names}. "
-                f"Received: {model_parallel_dim_name!r}"
-            )
-        model = model_parallel_dim_name
-        layout_map = keras.distribution.LayoutMap(device_mesh)
-        # Keys are full-match regexes; the leading ".*" lets them match when
-        # the encoder is nested in a larger model.
-        layout_map[r".*token_embedding/embeddings"] = (None, model)
-        layout_map[r".*token_embedding/reverse_embeddings"] = (model, None)
-        layout_map[r".*(query|key|value)_projector/kernel"] = (None, model)
-        layout_map[r".*self_attention/output_projector/kernel"] = (model, None)
-        layout_map[r".*(input|gate)_projector/kernel"] = (None, model)
-        layout_map[r".*transformer_encoder_layer_\d+/output_projector/kernel"] = (model, None)
-        return layout_map
+        from keras_muse.distribution import layout_maps
+
+        return layout_maps.text_encoder_layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
 
     # ---------------------------------------------------------------- presets
     @classmethod

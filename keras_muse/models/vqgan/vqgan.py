@@ -220,6 +220,23 @@ class VQGAN(PresetMixin, Backbone):
         self.quantizer.trainable = trainable_encoder
         self._compiled = {}
 
+    @staticmethod
+    def get_layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch"):
+        """A `keras.distribution.LayoutMap` for `ModelParallel` over `device_mesh`
+        (rules and reasons: `keras_muse.distribution.layout_maps`).
+
+        Example:
+        ```python
+        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
+        layout_map = VQGAN.get_layout_map(mesh)
+        keras.distribution.set_distribution(
+            keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
+        ```
+        """
+        from keras_muse.distribution import layout_maps
+
+        return layout_maps.vqgan_layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
+
     # ------------------------------------------------------------------ steps
     # Traceable building blocks (keras-hub "step" methods): pure `keras.ops`,
     # usable inside other models' compiled functions.
