@@ -3,15 +3,18 @@
 A multiply-add is 2 FLOPs; only matrix products are counted (layer norms,
 GELU, softmax and the sampler's sorting are a few per cent at these sizes
 and are left out, as MFU figures usually do). Counts follow the code as it
-runs: the logits come from the whole [MASK]-extended embedding matrix
-(`codebook_size + 1` rows), self-attention is global unless the backbone
-has an `attention_window`.
+runs: the logits come from the codebook's rows of the embedding matrix
+(`codebook_size`, not the [MASK] row), self-attention is global unless the
+backbone has an `attention_window`, and under classifier-free guidance the
+output projection runs once per example (guidance combines the head
+features, `MaskedTokenTransformerMixin.token_logits`).
 
     from flops import backbone_flops, sampling_flops, train_step_flops
     f = backbone_flops(backbone, text_len=77)   # {"step": ..., "context": ...}
     sampling_flops(backbone, 77, batch=4, steps=12, guidance=True)
 
-`step` is what one call of `logits_step` costs per example (the token side);
+`step` is what one call of `logits_step` costs per example (the token side,
+`logits` of it the output projection);
 `context` what `conditioning_key_values` costs per example: text projection,
 the super-res model's low-res stack, the cross-attention keys/values. A
 sampler pays `context` once per generation and `step` once per decoding
@@ -36,26 +39,29 @@ def _block(n, d, mlp, context_len, attn_len):
 
 def backbone_flops(backbone, text_len):
     """Per-example forward FLOPs of a `MuseBackbone` / `MuseSuperResBackbone`:
-    `{"step": token side, "context": once per conditioning}`."""
+    `{"step": token side, "context": once per conditioning, "logits": the
+    output projection (part of "step")}`."""
     n, d, mlp = backbone.num_tokens, backbone.hidden_dim, backbone.mlp_dim
     window = getattr(backbone, "attention_window", None)
     attn_len = window * window if window else n
     low_n = getattr(backbone, "num_low_res_tokens", 0)
     context_len = text_len + low_n
     step = backbone.num_layers * _block(n, d, mlp, context_len, attn_len)
-    step += 2 * n * d * d + 2 * n * d * (backbone.codebook_size + 1)  # head dense; tied logits
+    step += 2 * n * d * d  # head dense
+    logits = 2 * n * d * backbone.codebook_size
     context = 2 * text_len * backbone.text_dim * d  # text projection
     context += backbone.num_layers * 2 * 2 * context_len * d * d  # cross-attention keys, values
     if low_n:
         context += backbone.low_res_num_layers * _block(low_n, d, mlp, 0, low_n)
-    return {"step": step, "context": context}
+    return {"step": step + logits, "context": context, "logits": logits}
 
 
 def sampling_flops(backbone, text_len, batch, steps, guidance):
     """FLOPs of one `generate` / `upsample` call of `batch` examples."""
     f = backbone_flops(backbone, text_len)
     rows = batch * (2 if guidance else 1)
-    return rows * (f["context"] + steps * f["step"])
+    # Guided: the transformer runs on both halves, the logits once.
+    return rows * (f["context"] + steps * f["step"]) - (rows - batch) * steps * f["logits"]
 
 
 def train_step_flops(backbone, text_len, batch):
@@ -123,7 +129,8 @@ def _check_against_xla():
                  "text_embeddings": np.zeros((1, 32, 64), "float32"),
                  "text_padding_mask": np.ones((1, 32), bool)}
     for backbone, inputs in ((base, base_inputs), (sr, sr_inputs)):
-        counted = sum(backbone_flops(backbone, inputs["text_embeddings"].shape[1]).values())
+        f = backbone_flops(backbone, inputs["text_embeddings"].shape[1])
+        counted = f["step"] + f["context"]
         xla = xla_flops(backbone, inputs)
         print(f"{type(backbone).__name__}: counted {counted / 1e9:.3f} GFLOP, XLA {xla / 1e9:.3f} GFLOP "
               f"(ratio {counted / xla:.3f})")

@@ -47,27 +47,55 @@ def filter_logits(logits, top_k=None, top_p=None):
     return logits
 
 
+def _block_size(vocab):
+    # About sqrt(V), a power of two: both levels of the search stay short.
+    return max(1, 2 ** int(round(math.log2(max(int(vocab), 1)) / 2)))
+
+
 def sample_tokens(logits, seed, stream, temperature=1.0, top_k=None, top_p=None):
     """Samples one token per position from the filtered, temperature-scaled
     logits; returns `(ids int32, log-probability of each sampled id under
     that distribution)`.
 
-    Inverse-CDF sampling: one uniform number per position against the
-    cumulative probabilities. The Gumbel-max trick needs a random number per
-    vocabulary entry instead, measured 3.8x slower on XLA:CPU at 4x256 tokens
-    x 8192 codes (269 vs 71 ms per step).
+    Two-level inverse-CDF sampling: one uniform number per position, matched
+    first against the cumulative masses of ~sqrt(V) blocks of the vocabulary,
+    then against the cumulative probabilities inside the chosen block. Why:
+    the Gumbel-max trick needs a random number per vocabulary entry (269 ms
+    per step on XLA:CPU at 4x256 tokens x 8192 codes) and a full-vocabulary
+    cumulative sum costs ~25 passes over the logits (84 ms); the two short
+    scans cost about one pass. Only the sampled token's log-probability is
+    formed (logit − max − log Σ exp), never the full log-softmax.
     """
     logits = ops.cast(logits, "float32") / ops.maximum(ops.cast(temperature, "float32"), 1e-6)
     logits = filter_logits(logits, top_k, top_p)
-    log_probs = ops.log_softmax(logits, axis=-1)
-    cdf = ops.cumsum(ops.exp(log_probs), axis=-1)
-    vocab = logits.shape[-1]
-    # u in (0, total]: a filtered (zero-probability) token is never chosen.
-    u = muse_random.uniform(tuple(logits.shape[:-1]) + (1,), seed, stream, minval=1e-7) * cdf[..., -1:]
-    sampled = ops.sum(ops.cast(ops.less(cdf, u), "int32"), axis=-1)
-    sampled = ops.minimum(sampled, vocab - 1)
-    sampled_logp = ops.squeeze(ops.take_along_axis(log_probs, sampled[..., None], axis=-1), -1)
-    return sampled, sampled_logp
+    vocab = int(logits.shape[-1])
+    lead = tuple(logits.shape[:-1])
+    peak = ops.max(logits, axis=-1, keepdims=True)
+    probs = ops.exp(logits - peak)  # unnormalized; filtered tokens are exactly 0
+    size = _block_size(vocab)
+    num_blocks = -(-vocab // size)
+    if num_blocks * size != vocab:
+        probs = ops.pad(probs, [(0, 0)] * len(lead) + [(0, num_blocks * size - vocab)])
+    blocks = ops.reshape(probs, lead + (num_blocks, size))
+    block_mass = ops.sum(blocks, axis=-1)
+    block_cdf = ops.cumsum(block_mass, axis=-1)
+    # u in (0, total): u·total <= total in floating point, so some block
+    # reaches it, and the first that does has nonzero mass.
+    u = muse_random.uniform(lead + (1,), seed, stream, minval=1e-7) * block_cdf[..., -1:]
+    block = ops.sum(ops.cast(ops.less(block_cdf, u), "int32"), axis=-1, keepdims=True)
+    block = ops.minimum(block, num_blocks - 1)
+    # The exclusive sums as stored (not cdf − mass, which can round above u).
+    exclusive = ops.concatenate([ops.zeros_like(block_cdf[..., :1]), block_cdf[..., :-1]], axis=-1)
+    before = ops.take_along_axis(exclusive, block, axis=-1)
+    inner_cdf = ops.cumsum(ops.take_along_axis(blocks, block[..., None], axis=-2)[..., 0, :], axis=-1)
+    # The inner sums may round differently from the block total: clamp so
+    # the search always ends on a token of nonzero probability.
+    u_inner = ops.minimum(u - before, inner_cdf[..., -1:])
+    offset = ops.sum(ops.cast(ops.less(inner_cdf, u_inner), "int32"), axis=-1, keepdims=True)
+    sampled = ops.minimum(block * size + ops.minimum(offset, size - 1), vocab - 1)
+    log_total = ops.log(block_cdf[..., -1:]) + peak
+    sampled_logp = ops.take_along_axis(logits, sampled, axis=-1) - log_total
+    return ops.squeeze(sampled, -1), ops.squeeze(sampled_logp, -1)
 
 
 def keep_masked_counts(step, num_steps, initial_masked, still_masked, schedule="cosine"):

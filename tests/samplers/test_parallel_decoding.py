@@ -14,6 +14,7 @@ from keras_muse.samplers import guidance_weight
 from keras_muse.samplers import guide_logits
 from keras_muse.samplers import keep_masked_counts
 from keras_muse.samplers import parallel_decode
+from keras_muse.samplers import sample_tokens
 
 V = 32
 MASK = V
@@ -160,3 +161,32 @@ def test_sampling_frequencies_match_the_distribution(temperature, top_k):
     p /= p.sum()
     freq = np.bincount(out, minlength=V) / n
     np.testing.assert_allclose(freq, p, atol=0.015)
+
+
+@pytest.mark.parametrize("vocab,top_p", [(1000, None), (1000, 0.6), (8192, None), (7, None)])
+def test_two_level_sampling_follows_the_distribution_and_reports_its_log_prob(vocab, top_p):
+    # Many positions sharing one row of logits spread over several blocks of
+    # the vocabulary (1000 and 7 are not powers of two: the padded tail must
+    # never be drawn). Frequencies must follow softmax(logits / T), filtered
+    # tokens must never appear, and the returned log-probability must be the
+    # full log-softmax at the drawn id.
+    rng = np.random.default_rng(vocab)
+    row = (rng.normal(size=vocab) * 1.5).astype("float32")
+    n, temperature = 20000, 0.7
+    ids, logp = sample_tokens(np.tile(row, (n, 1))[None], make_seed(3), 0, temperature=temperature, top_p=top_p)
+    ids, logp = np.asarray(ids)[0], np.asarray(logp)[0]
+    z = row / temperature
+    if top_p is not None:
+        kept = np.asarray(filter_logits(ops.convert_to_tensor(z[None]), top_p=top_p))[0] > -1e29
+        z = np.where(kept, z, -np.inf)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    assert ids.min() >= 0 and ids.max() < vocab
+    assert np.all(p[ids] > 0), "a filtered token was drawn"
+    np.testing.assert_allclose(logp, np.log(p[ids]), atol=1e-4)
+    top = np.argsort(-p)[:20]
+    freq = np.bincount(ids, minlength=vocab) / n
+    np.testing.assert_allclose(freq[top], p[top], atol=0.012)
+    # The mass of contiguous id ranges (what the first level picks from).
+    edges = np.linspace(0, vocab, min(vocab, 16) + 1).astype(int)
+    np.testing.assert_allclose(np.add.reduceat(freq, edges[:-1]), np.add.reduceat(p, edges[:-1]), atol=0.012)

@@ -69,9 +69,13 @@ class MuseGenerationMixin:
         def logits_fn(ids, step):
             if not use_guidance:
                 return backbone.logits_step(ids, key_values, context_mask)
-            logits = backbone.logits_step(ops.concatenate([ids, ids], axis=0), key_values, context_mask)
+            # Guidance on the head features, then one half-size output
+            # projection: exact, as the logits are linear in the features.
+            features = backbone.features_step(ops.concatenate([ids, ids], axis=0), key_values, context_mask)
             weight = guidance_weight(guidance_scale, step, num_steps, guidance_schedule)
-            return guide_logits(logits[:batch], logits[batch:], weight)
+            features = ops.cast(features, "float32")
+            guided = guide_logits(features[:batch], features[batch:], weight)
+            return backbone.token_logits(ops.cast(guided, backbone.compute_dtype))
 
         history = None
         if mode == "edit":

@@ -36,6 +36,24 @@ def test_logits_shape_and_step_methods_agree():
     assert bb.mask_token_id == 64
 
 
+@pytest.mark.parametrize("tie", [True, False])
+def test_guidance_on_features_equals_guidance_on_logits(tie):
+    # The sampler guides the head features and projects once; that must be
+    # the paper's (1+t)·l_cond − t·l_uncond on the logits, tied or not.
+    from keras_muse.samplers import guide_logits
+
+    bb = _backbone(tie_embeddings=tie)
+    inputs = _inputs()
+    kv = bb.text_key_values(inputs["text_embeddings"])
+    features = bb.features_step(inputs["token_ids"], kv, inputs["text_padding_mask"])
+    logits = np.asarray(bb.logits_step(inputs["token_ids"], kv, inputs["text_padding_mask"]))
+    np.testing.assert_allclose(np.asarray(bb.token_logits(features)), logits, atol=1e-6)
+    np.testing.assert_allclose(logits, np.asarray(bb(inputs)), atol=1e-5)
+    guided = np.asarray(bb.token_logits(guide_logits(features[:1], features[1:], 2.5)))
+    np.testing.assert_allclose(guided, np.asarray(guide_logits(logits[:1], logits[1:], 2.5)), atol=1e-4)
+    assert guided.shape == (1, 16, 64)
+
+
 def test_text_changes_logits_but_padding_does_not():
     bb = _backbone()
     inputs = _inputs()
