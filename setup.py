@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "dev": ["pytest>=8", "grain>=0.2"],
+    "dev": ["pytest>=8", "pytest-xdist>=3.8,<4", "grain>=0.2"],
     "vis": ["tf-keras-vis==0.8.7"],
 }
 

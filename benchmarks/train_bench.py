@@ -3,6 +3,8 @@
     KERAS_BACKEND=jax python benchmarks/train_bench.py --out train_bench.json
     KERAS_BACKEND=jax python benchmarks/train_bench.py --quick     # CI-sized
     KERAS_BACKEND=jax python benchmarks/train_bench.py --attention # MHA vs dot_product_attention
+    # the peers' train steps at the d512 config, same run (their venv: ../shared/bench/peers/setup_venv.sh):
+    KERAS_BACKEND=jax python benchmarks/train_bench.py --configs small_d512_l8 --peers /tmp/keras-muse-peers-venv/bin/python
 
 Rows: `muse_tiny`, the shapes recipe's model (width 192, depth 4, 256 tokens,
 codebook 1024) and the issue's small config (width 512, depth 8, 8 heads, 256
@@ -36,6 +38,8 @@ from flops import add_rates  # noqa: E402
 from flops import load_peak  # noqa: E402
 from flops import train_step_flops  # noqa: E402
 
+PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers")
+
 CONFIGS = {
     "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
                       mlp_dim=64, text_dim=16, text_len=8, batch=32),
@@ -46,7 +50,7 @@ CONFIGS = {
 }
 
 
-def run_config(name, steps, batch=None, dtype="float32", input_pipeline="tf.data", peak_json=None):
+def run_config(name, steps, batch=None, dtype="float32", input_pipeline="tf.data", peak_json=None, dropout=0.0):
     """Runs in the child process: returns one result row."""
     import keras
     import numpy as np
@@ -60,7 +64,7 @@ def run_config(name, steps, batch=None, dtype="float32", input_pipeline="tf.data
     text_len, cfg_batch = cfg.pop("text_len"), cfg.pop("batch")
     batch = batch or cfg_batch
     keras.utils.set_random_seed(0)
-    backbone = MuseBackbone(**cfg, dropout=0.1)
+    backbone = MuseBackbone(**cfg, dropout=dropout)
     task = MuseTextToImage(backbone, condition_dropout=0.1, seed=0)
     rng = np.random.default_rng(0)
     null = (np.zeros((text_len, cfg["text_dim"]), "float32"), np.eye(1, text_len, dtype=bool)[0])
@@ -91,6 +95,7 @@ def run_config(name, steps, batch=None, dtype="float32", input_pipeline="tf.data
         "config": name,
         "backend": keras.config.backend(),
         "dtype": dtype,
+        "dropout": dropout,
         "input": input_pipeline,
         "params_M": round(backbone.count_params() / 1e6, 2),
         "batch": batch,
@@ -113,6 +118,16 @@ def run_config(name, steps, batch=None, dtype="float32", input_pipeline="tf.data
     except Exception:  # not JAX, or no device statistics (CPU)
         pass
     return row
+
+
+def run_peers(python):
+    """The peers' train steps at the d512 config (batch 8), in their own venv."""
+    script = os.path.join(PEERS_DIR, "sample_bench.py")
+    cmd = [python, script, "--peer", "all", "--mode", "train", "--dim", "512", "--depth", "8", "--heads", "8",
+           "--train-batch", "8", "--seq-side", "16", "--codebook", "8192", "--text-len", "77",
+           "--text-dim", "512", "--runs", "3", "--no-flops"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def attention_comparison(batch=8, tokens=256, width=512, heads=8, text_len=77, repeats=5):
@@ -183,10 +198,15 @@ def main(argv=None):
     parser.add_argument("--input", default="tf.data", choices=["tf.data", "arrays"],
                         help="tf.data: the task's shuffling pipeline; arrays: unshuffled (no TensorFlow needed)")
     parser.add_argument("--peak-json", default=None, help="matmul_peak.py output: adds the `mfu` column")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="transformer dropout (0: as the peers' train steps; MaskGIT's recipe uses 0.1)")
+    parser.add_argument("--peers", default=None,
+                        help="python of the peers' venv: time their train steps (batch 8, d512) in the same run")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
-        print(json.dumps(run_config(args._child, args.steps, args.batch, args.dtype, args.input, args.peak_json)))
+        print(json.dumps(run_config(args._child, args.steps, args.batch, args.dtype, args.input, args.peak_json,
+                                    args.dropout)))
         return 0
     if args.quick:
         args.configs, args.steps = ["muse_tiny"], 3
@@ -195,16 +215,29 @@ def main(argv=None):
         # One process per configuration: its peak RSS is its own.
         proc = subprocess.run(
             [sys.executable, __file__, "--_child", name, "--steps", str(args.steps), "--dtype", args.dtype,
-             "--input", args.input, *(["--batch", str(args.batch)] if args.batch else []),
+             "--input", args.input, "--dropout", str(args.dropout),
+             *(["--batch", str(args.batch)] if args.batch else []),
              *(["--peak-json", args.peak_json] if args.peak_json else [])],
             capture_output=True, text=True, env=os.environ,
         )
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(format_table(rows, ["config", "dtype", "params_M", "batch", "first_step_s", "s_per_step", "tokens_per_s",
-                        "examples_per_s", "tflops", "mfu", "peak_rss_MB"]))
+    print(format_table(rows, ["config", "dtype", "dropout", "params_M", "batch", "first_step_s", "s_per_step",
+                        "tokens_per_s", "examples_per_s", "tflops", "mfu", "peak_rss_MB"]))
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "train": rows}
+    if args.peers:
+        peers = run_peers(args.peers)
+        ours = {row["config"]: row for row in rows}.get("small_d512_l8")
+        comparison = [
+            {"peer": p["peer"], "peer_s_per_step": p["seconds_per_step"],
+             "keras_muse_s_per_step": ours["s_per_step"] if ours else None,
+             "speedup": round(p["seconds_per_step"] / ours["s_per_step"], 2) if ours else None}
+            for p in peers
+        ]
+        print()
+        print(format_table(comparison, ["peer", "peer_s_per_step", "keras_muse_s_per_step", "speedup"]))
+        result["peers"], result["comparison"] = peers, comparison
     if args.attention:
         attn = attention_comparison()
         print()

@@ -10,6 +10,10 @@ Commands:
     evaluate      generate for shapes prompts and score them (alignment, FID, CLIP; JSON + PNG)
     export        write a MuseTextToImage preset as a TF Serving SavedModel (OUT/<version>/)
 
+Compiled programs are kept in ~/.cache/keras_muse/xla (JAX backend;
+`--no-compile-cache` before the command turns that off), so the second run
+of a command with the same shapes starts in seconds.
+
 Example:
     python -m keras_muse train vqgan --steps 300 --out reconstructions.png
 """
@@ -321,6 +325,11 @@ def _run_evaluate(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m keras_muse", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--no-compile-cache", dest="compile_cache", action="store_false",
+        help="do not keep compiled programs in ~/.cache/keras_muse/xla (or $KERAS_MUSE_CACHE_DIR); "
+             "with the cache, a second `generate` with the same preset and shapes skips XLA compilation",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="Train a model.")
     models = train.add_subparsers(dest="model", required=True)
@@ -392,6 +401,10 @@ def build_parser():
 def main(argv=None):
     os.environ.setdefault("KERAS_BACKEND", "jax")
     args = build_parser().parse_args(argv)
+    if args.compile_cache:
+        from keras_muse.backend import enable_compilation_cache
+
+        enable_compilation_cache()
     return args.func(args)
 
 

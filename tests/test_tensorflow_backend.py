@@ -33,14 +33,22 @@ def test_layers_and_vqgan_training_on_tensorflow():
     os.environ.get("KERAS_BACKEND", "jax") == "tensorflow",
     reason="already running on TensorFlow",
 )
-def test_muse_training_on_tensorflow():
+@pytest.mark.parametrize(
+    "selection",
+    [
+        "learns or precomputed or vqgan",
+        pytest.param("same_seed or full_condition", marks=pytest.mark.slow),
+    ],
+)
+def test_muse_training_on_tensorflow(selection):
     # The same train step (masking, condition dropout, joint text encoder,
-    # precomputed embeddings, attached VQGAN) through tf.GradientTape.
+    # precomputed embeddings, attached VQGAN) through tf.GradientTape. The
+    # seed and full-dropout checks add two minutes: slow runs only.
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     cmd = [
         sys.executable, "-m", "pytest", "-q", "-x",
         os.path.join(HERE, "models", "muse", "test_muse_text_to_image.py"),
-        "-k", "learns or same_seed or precomputed or vqgan or full_condition",
+        "-k", selection,
     ]
     result = subprocess.run(cmd, env=env, cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -11,3 +11,4 @@ from keras_muse.backend.train_step import run_test_step
 from keras_muse.backend.train_step import run_train_step
 from keras_muse.backend.train_step import variable_grads
 from keras_muse.backend.compile import compile_function
+from keras_muse.backend.compile import enable_compilation_cache
