@@ -6,11 +6,12 @@ from keras_hub.models import Backbone
 from keras_muse.models.muse.masked_token_transformer import MaskedTokenTransformerMixin
 from keras_muse.models.muse.masked_token_transformer import as_grid
 from keras_muse.models.muse.muse_presets import MUSE_BACKBONE_PRESETS
+from keras_muse.utils.layout_map_mixin import LayoutMapMixin
 from keras_muse.utils.preset_utils import PresetMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
-class MuseBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
+class MuseBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMixin, Backbone):
     """The Muse base masked transformer (paper §2.3, App. A.1).
 
     A bidirectional transformer over the image-token grid with a learned
@@ -44,6 +45,8 @@ class MuseBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
     })                                                        # (2, 16, 64)
     ```
     """
+
+    layout_map_builder = "muse_backbone_layout_map"
 
     config_presets = MUSE_BACKBONE_PRESETS
 
@@ -101,23 +104,6 @@ class MuseBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         self.dropout = dropout
         self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
-
-    @staticmethod
-    def get_layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch"):
-        """A `keras.distribution.LayoutMap` for `ModelParallel` over `device_mesh`
-        (rules and reasons: `keras_muse.distribution.layout_maps`).
-
-        Example:
-        ```python
-        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
-        layout_map = MuseBackbone.get_layout_map(mesh)
-        keras.distribution.set_distribution(
-            keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
-        ```
-        """
-        from keras_muse.distribution import layout_maps
-
-        return layout_maps.muse_backbone_layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
 
     def conditioning_key_values(self, text_embeddings, text_padding_mask):
         """The text's per-layer cross-attention keys/values and their mask,

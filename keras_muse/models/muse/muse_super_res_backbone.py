@@ -8,11 +8,12 @@ from keras_muse.layers.transformer_block import apply_on_tokens
 from keras_muse.models.muse.masked_token_transformer import MaskedTokenTransformerMixin
 from keras_muse.models.muse.masked_token_transformer import as_grid
 from keras_muse.models.muse.muse_presets import MUSE_SUPER_RES_PRESETS
+from keras_muse.utils.layout_map_mixin import LayoutMapMixin
 from keras_muse.utils.preset_utils import PresetMixin
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
-class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
+class MuseSuperResBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMixin, Backbone):
     """The Muse super-resolution masked transformer (paper §2.4, App. A.3).
 
     The low-res token grid (the base model's output, e.g. 16x16 from the f16
@@ -66,6 +67,8 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
     })                                                         # (2, 64, 64)
     ```
     """
+
+    layout_map_builder = "muse_super_res_layout_map"
 
     config_presets = MUSE_SUPER_RES_PRESETS
 
@@ -174,23 +177,6 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, PresetMixin, Backbone):
         self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
         self.attention_window = attention_window
-
-    @staticmethod
-    def get_layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch"):
-        """A `keras.distribution.LayoutMap` for `ModelParallel` over `device_mesh`
-        (rules and reasons: `keras_muse.distribution.layout_maps`).
-
-        Example:
-        ```python
-        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
-        layout_map = MuseSuperResBackbone.get_layout_map(mesh)
-        keras.distribution.set_distribution(
-            keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
-        ```
-        """
-        from keras_muse.distribution import layout_maps
-
-        return layout_maps.muse_super_res_layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
 
     def low_res_features(self, low_res_token_ids, training=False):
         """The low-res stack's outputs [B, n, hidden]."""

@@ -12,6 +12,7 @@ from keras_muse.models.vqgan.vqgan_encoder import VQGANEncoder
 from keras_muse.models.vqgan.vqgan_presets import VQGAN_PRESETS
 from keras_muse.utils.image_utils import float_to_uint8
 from keras_muse.utils.image_utils import uint8_to_float
+from keras_muse.utils.layout_map_mixin import LayoutMapMixin
 from keras_muse.utils.preset_utils import PresetMixin
 
 
@@ -65,7 +66,7 @@ class _Untracked:
 
 
 @keras.saving.register_keras_serializable(package="keras_muse")
-class VQGAN(PresetMixin, Backbone):
+class VQGAN(LayoutMapMixin, PresetMixin, Backbone):
     """The VQGAN image tokenizer of Muse (paper §2.2, §2.5, App. A.2).
 
     Images in [-1, 1] are encoded by a fully convolutional ResNet to a grid of
@@ -112,6 +113,8 @@ class VQGAN(PresetMixin, Backbone):
     vqgan.fit(dataset_of_uint8_images, epochs=1)
     ```
     """
+
+    layout_map_builder = "vqgan_layout_map"
 
     config_presets = VQGAN_PRESETS
 
@@ -219,23 +222,6 @@ class VQGAN(PresetMixin, Backbone):
         self.encoder.trainable = trainable_encoder
         self.quantizer.trainable = trainable_encoder
         self._compiled = {}
-
-    @staticmethod
-    def get_layout_map(device_mesh, model_parallel_dim_name="model", data_parallel_dim_name="batch"):
-        """A `keras.distribution.LayoutMap` for `ModelParallel` over `device_mesh`
-        (rules and reasons: `keras_muse.distribution.layout_maps`).
-
-        Example:
-        ```python
-        mesh = keras.distribution.DeviceMesh((2, 4), ("batch", "model"))
-        layout_map = VQGAN.get_layout_map(mesh)
-        keras.distribution.set_distribution(
-            keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch"))
-        ```
-        """
-        from keras_muse.distribution import layout_maps
-
-        return layout_maps.vqgan_layout_map(device_mesh, model_parallel_dim_name, data_parallel_dim_name)
 
     # ------------------------------------------------------------------ steps
     # Traceable building blocks (keras-hub "step" methods): pure `keras.ops`,
