@@ -12,3 +12,4 @@ from keras_muse.backend.train_step import run_train_step
 from keras_muse.backend.train_step import variable_grads
 from keras_muse.backend.compile import compile_function
 from keras_muse.backend.compile import enable_compilation_cache
+from keras_muse.backend.deferred_init import load_with_deferred_init

@@ -21,6 +21,8 @@ import uuid
 
 import keras
 
+from keras_muse.backend.deferred_init import load_with_deferred_init
+
 PACKAGE_PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "presets")
 _REMOTE_PREFIXES = ("kaggle://", "hf://", "modelscope://", "gs://")
 
@@ -51,6 +53,11 @@ def _check_local_preset(path, cls):
             f"not a {cls.__name__}."
         )
     return config
+
+
+def _weights_file(preset):
+    single = os.path.join(preset, "model.weights.h5")
+    return single if os.path.isfile(single) else os.path.join(preset, "model.weights.json")
 
 
 @contextlib.contextmanager
@@ -124,7 +131,12 @@ class PresetMixin:
                 "`load_weights=False` to build the architecture only."
             )
         try:
-            return super().from_preset(preset, load_weights=load_weights, **kwargs)
+            if not load_weights:
+                return super().from_preset(preset, load_weights=False, **kwargs)
+            return load_with_deferred_init(
+                build=lambda: super(PresetMixin, cls).from_preset(preset, load_weights=False, **kwargs),
+                load=lambda model: model.load_weights(_weights_file(preset)),
+            )
         except ValueError:
             raise
         except Exception as e:

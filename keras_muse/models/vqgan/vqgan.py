@@ -185,8 +185,9 @@ class VQGAN(LayoutMapMixin, PresetMixin, Backbone):
         factor = self.encoder.downsampling_factor
         if self.discriminator is not None:
             # Not part of the functional graph (a training aid), so built here;
-            # still tracked, so `fit` checkpoints and resumes it.
-            self.discriminator(ops.zeros((1, factor, factor, 3)))
+            # still tracked, so `fit` checkpoints and resumes it. A symbolic
+            # call: an eager one compiles every conv for nothing.
+            self.discriminator(keras.KerasTensor((1, factor, factor, 3), dtype=self.encoder.compute_dtype))
             self.lecam_state = _LeCamState(dtype="float32", name="lecam_state")
         # Loss trackers exist from the start (Keras locks state after build);
         # `compile` picks the ones its configuration reports.
