@@ -38,16 +38,22 @@ def attention(q, k, v, mask=None):
     """
     if not _on_cpu():
         return ops.dot_product_attention(q, k, v, mask=mask)
+    weights = attention_weights(q, k, mask)
+    vh = ops.transpose(v, (0, 2, 1, 3))
+    out = ops.matmul(ops.cast(weights, vh.dtype), vh)
+    return ops.transpose(out, (0, 2, 1, 3))
+
+
+def attention_weights(q, k, mask=None):
+    """float32 attention probabilities [B, heads, N, L] of [B, N, heads, d]
+    queries over [B, L, heads, d] keys; `mask` broadcasts to [B, heads, N, L]."""
     scale = 1.0 / float(q.shape[-1]) ** 0.5
     qh = ops.transpose(q, (0, 2, 1, 3))
     kh = ops.transpose(k, (0, 2, 3, 1))
-    vh = ops.transpose(v, (0, 2, 1, 3))
     scores = ops.matmul(qh, kh) * ops.cast(scale, qh.dtype)
     if mask is not None:
         scores = ops.where(mask, scores, ops.cast(-1e9, scores.dtype))
-    weights = ops.softmax(ops.cast(scores, "float32"), axis=-1)
-    out = ops.matmul(ops.cast(weights, vh.dtype), vh)
-    return ops.transpose(out, (0, 2, 1, 3))
+    return ops.softmax(ops.cast(scores, "float32"), axis=-1)
 
 
 SELF_ATTENTION_PARTITIONS = ("block", "grid")
@@ -139,15 +145,24 @@ class MuseAttention(keras.layers.Layer):
             _split_heads(apply_on_tokens(self.value, context), self.num_heads, self.key_dim),
         )
 
-    def call(self, x, context=None, context_mask=None, key_value=None, training=False):
+    def _query_key_value_mask(self, x, context, context_mask, key_value):
         q = _split_heads(apply_on_tokens(self.query, x), self.num_heads, self.key_dim)
         if key_value is None:
             key_value = self.key_value(x if context is None else context)
-        k, v = key_value
         mask = None
         if context_mask is not None:
             # [B, L] -> [B, 1, 1, L]: every query and head sees the same keys.
             mask = ops.cast(context_mask, "bool")[:, None, None, :]
+        return q, key_value[0], key_value[1], mask
+
+    def attention_weights(self, x, context=None, context_mask=None):
+        """The attention probabilities `call` would use, [B, heads, N, L]
+        (float32; for inspection, e.g. cross-attention maps per word)."""
+        q, k, _, mask = self._query_key_value_mask(x, context, context_mask, None)
+        return attention_weights(q, k, mask)
+
+    def call(self, x, context=None, context_mask=None, key_value=None, training=False):
+        q, k, v, mask = self._query_key_value_mask(x, context, context_mask, key_value)
         out = attention(q, k, v, mask=mask)
         b, n = ops.shape(out)[0], ops.shape(out)[1]
         out = ops.reshape(out, (b, n, self.num_heads * self.key_dim))
@@ -268,14 +283,24 @@ class MuseTransformerBlock(keras.layers.Layer):
         """Keys/values of the context for this block: compute once, reuse."""
         return self.cross_attn.key_value(context)
 
-    def call(self, x, context=None, context_mask=None, cross_key_value=None, training=False):
+    def _self_attend(self, x, training=False):
         h = self.self_norm(x)
         if self.attention_window is None:
-            x = x + self.self_attention(h, training=training)
-        else:
-            args = (self.grid_size, self.attention_window, self.self_attention_partition)
-            h = self.self_attention(partition_tokens(h, *args), training=training)
-            x = x + merge_tokens(h, *args)
+            return x + self.self_attention(h, training=training)
+        args = (self.grid_size, self.attention_window, self.self_attention_partition)
+        h = self.self_attention(partition_tokens(h, *args), training=training)
+        return x + merge_tokens(h, *args)
+
+    def cross_attention_weights(self, x, context, context_mask=None):
+        """How this block's tokens attend over the context: [B, heads, N, L]
+        float32 probabilities, as `call(x, context, context_mask)` uses them."""
+        if not self.cross_attention:
+            raise ValueError("This block has no cross-attention (`cross_attention=False`).")
+        h = self.cross_norm(self._self_attend(x))
+        return self.cross_attn.attention_weights(h, context=context, context_mask=context_mask)
+
+    def call(self, x, context=None, context_mask=None, cross_key_value=None, training=False):
+        x = self._self_attend(x, training=training)
         if self.cross_attention:
             if context is None and cross_key_value is None:
                 raise ValueError(

@@ -96,3 +96,26 @@ def test_windowed_attention_errors():
         MuseTransformerBlock(16, 2, 32, attention_window=4)
     with pytest.raises(ValueError, match="self_attention_partition"):
         MuseTransformerBlock(16, 2, 32, attention_window=4, grid_size=(8, 8), self_attention_partition="axis")
+
+
+
+def test_cross_attention_weights_are_the_ones_the_block_uses():
+    import keras
+
+    x, text, mask = _inputs()
+    block = MuseTransformerBlock(16, 4, 32)
+    expected = np.asarray(block(x, context=text, context_mask=mask))
+    weights = np.asarray(block.cross_attention_weights(x, text, mask))
+    assert weights.shape == (2, 4, 6, 5)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    assert np.all(weights[0, :, :, 3:] < 1e-6)  # padding gets no attention
+    # Re-assembling the block's output from these weights reproduces `call`.
+    attn = block.cross_attn
+    _, v = attn.key_value(text)
+    mixed = np.einsum("bhnl,blhd->bnhd", weights, np.asarray(v)).reshape(2, 6, -1)
+    y = block._self_attend(x) + attn.output_dense(mixed)
+    h = keras.ops.gelu(block.mlp_in(block.mlp_norm(y)), approximate=True)
+    y = y + block.mlp_out(h)
+    np.testing.assert_allclose(np.asarray(y), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        MuseTransformerBlock(16, 4, 32, cross_attention=False).cross_attention_weights(x, text, mask)

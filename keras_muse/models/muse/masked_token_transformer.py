@@ -130,6 +130,24 @@ class MaskedTokenTransformerMixin:
     def logits_from_hidden(self, x):
         return self.token_logits(self.head_features(x))
 
+    def cross_attention_maps(self, token_ids, context, context_mask=None):
+        """How every layer's tokens attend over `context` (for inspection).
+
+        Args:
+            token_ids: int `[B, N]` token grid (the [MASK] id where masked).
+            context: `[B, L, hidden]` context, as the blocks cross-attend to it.
+            context_mask: optional bool `[B, L]`, True = real position.
+
+        Returns:
+            float32 `[num_layers, B, heads, N, L]` attention probabilities.
+        """
+        x = self.embed_tokens(token_ids)
+        maps = []
+        for block in self.transformer_layers:
+            maps.append(block.cross_attention_weights(x, context, context_mask))
+            x = block(x, context=context, context_mask=context_mask)
+        return ops.stack(maps)
+
     def context_key_values(self, context):
         """Context [B, L, hidden] -> per-layer cross-attention (keys, values)."""
         return [block.cross_key_value(context) for block in self.transformer_layers]

@@ -115,6 +115,24 @@ class MuseBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMixin, Bac
         """Projected text -> per-layer cross-attention (keys, values)."""
         return self.context_key_values(self.project_text(text_embeddings))
 
+    def text_attention_maps(self, token_ids, text_embeddings, text_padding_mask):
+        """Cross-attention over the text, per layer: float32
+        `[num_layers, B, heads, num_tokens, L]` (what each image token reads
+        from each word piece; guides/attention_maps.py plots them).
+
+        Example:
+        ```python
+        maps = backbone.text_attention_maps(ids, embeddings, mask)
+        per_word = ops.mean(maps, axis=(0, 2))        # [B, num_tokens, L]
+        ```
+        """
+        self.validate_inputs(token_ids, text_embeddings, text_padding_mask)
+        return self.cross_attention_maps(
+            ops.convert_to_tensor(token_ids, "int32"),
+            self.project_text(ops.convert_to_tensor(text_embeddings, self.compute_dtype)),
+            ops.convert_to_tensor(text_padding_mask, "bool"),
+        )
+
     def validate_inputs(self, token_ids, text_embeddings, text_padding_mask):
         """Clear `ValueError`s for concrete (numpy-convertible) inputs."""
         ids = self._validate_ids(

@@ -67,6 +67,26 @@ def test_text_changes_logits_but_padding_does_not():
     )
 
 
+def test_text_attention_maps_per_layer():
+    bb = _backbone()
+    inputs = _inputs()
+    maps = np.asarray(bb.text_attention_maps(**inputs))
+    assert maps.shape == (bb.num_layers, 2, bb.num_heads, 16, 8) and maps.dtype == np.float32
+    np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
+    assert maps[..., 5:].max() < 1e-6  # padding
+    # The first layer's map is its block's, on the embedded tokens.
+    first = bb.transformer_layers[0].cross_attention_weights(
+        bb.embed_tokens(inputs["token_ids"]), bb.project_text(inputs["text_embeddings"]),
+        inputs["text_padding_mask"],
+    )
+    np.testing.assert_allclose(maps[0], np.asarray(first), atol=1e-6)
+    # Different words, different maps.
+    other = dict(inputs, text_embeddings=inputs["text_embeddings"][:, ::-1].copy())
+    assert np.abs(np.asarray(bb.text_attention_maps(**other)) - maps).max() > 1e-3
+    with pytest.raises(ValueError, match="token_ids"):
+        bb.text_attention_maps(inputs["token_ids"][:, :3], inputs["text_embeddings"], inputs["text_padding_mask"])
+
+
 def test_untied_head():
     bb = _backbone(tie_embeddings=False)
     assert np.asarray(bb(_inputs())).shape == (2, 16, 64)
