@@ -25,7 +25,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "dev": ["pytest>=8", "pytest-xdist>=3.8,<4", "grain>=0.2"],
+    # tf-keras-vis: guides/attention_maps.py, which CI runs.
+    "dev": ["pytest>=8", "pytest-xdist>=3.8,<4", "grain>=0.2", "tf-keras-vis==0.8.7"],
     "vis": ["tf-keras-vis==0.8.7"],
 }
 

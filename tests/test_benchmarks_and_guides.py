@@ -1,4 +1,5 @@
-"""Smoke runs of the benchmark script and the guides (slow: end to end)."""
+"""Smoke runs of the benchmark scripts (slow) and of every guide with tiny
+settings (`GUIDE_STEPS`, `--tiny`; part of the default run, as CI runs them)."""
 
 import json
 import os
@@ -21,7 +22,44 @@ def test_vqgan_bench_quick(tmp_path):
     assert rows[0]["encode_decode_images_per_s"] > 0 and rows[0]["train_s_per_step"] > 0
 
 
-@pytest.mark.slow
+def _run_guide(name, tmp_path, *args, backend="jax", steps="2"):
+    env = {**os.environ, "KERAS_BACKEND": backend, "GUIDE_STEPS": steps, "GUIDE_OUT": str(tmp_path)}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "guides", name), *args],
+                            capture_output=True, text=True, timeout=900, env=env, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _png_shape(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def test_getting_started_guide_runs(tmp_path):
+    stdout = _run_guide("getting_started.py", tmp_path)
+    assert "(4, 64, 64, 3) uint8" in stdout
+    for name in ("generate", "seeds", "guidance", "negative_prompt", "inpaint", "outpaint", "edit"):
+        width, height = _png_shape(tmp_path / f"{name}.png")
+        assert width >= 128 and height >= 128, name
+
+
+def test_training_your_own_guide_runs(tmp_path):
+    stdout = _run_guide("training_your_own.py", tmp_path)
+    assert "usable pairs; skipped: none" in stdout and "saved and reloaded" in stdout
+    _png_shape(tmp_path / "my_model_samples.png")
+    assert (tmp_path / "my_muse" / "task.json").exists()
+
+
+def test_attention_maps_guide_runs_on_tensorflow(tmp_path):
+    stdout = _run_guide("attention_maps.py", tmp_path, backend="tensorflow")
+    assert "top left: most salient pieces" in stdout and "bottom right: most salient pieces" in stdout
+    _png_shape(tmp_path / "attention_per_word.png")
+    _png_shape(tmp_path / "saliency_per_word.png")
+
+
 def test_vqgan_guide_runs(tmp_path):
     env = {**os.environ, "KERAS_BACKEND": "jax", "GUIDE_STEPS": "4", "GUIDE_OUT": str(tmp_path)}
     subprocess.run([sys.executable, os.path.join(ROOT, "guides", "vqgan_tokenizer.py")], check=True, timeout=900, env=env)
@@ -50,7 +88,6 @@ def test_sample_bench_quick(tmp_path):
     assert {r["cfg_scale"] for r in rows} == {3.0, 0.0} and all(r["seconds_per_batch"] > 0 for r in rows)
 
 
-@pytest.mark.slow
 def test_serving_guide_runs(tmp_path):
     # --tiny: an untrained tiny task, exported, inspected with saved_model_cli
     # and served from a fresh TensorFlow-only process.

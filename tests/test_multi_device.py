@@ -48,7 +48,6 @@ def test_distribution_on_8_devices_slow():
     _run("slow")
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("KERAS_BACKEND", "jax") != "jax", reason="keras.distribution needs the JAX backend"
 )
