@@ -52,6 +52,9 @@ class _LeCamState(keras.layers.Layer):
         self.ema = self.add_weight(
             shape=(2,), initializer="zeros", trainable=False, dtype="float32", name="ema"
         )
+        # Its state exists from the start; unbuilt, it made every VQGAN warn
+        # "build() was called ... has unbuilt state" on construction.
+        self.built = True
 
 
 class _Untracked:

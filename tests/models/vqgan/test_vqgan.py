@@ -236,3 +236,11 @@ def test_coexists_with_other_keras_hub_backbones(images):
     assert vqgan.encode(images).shape == (4, 8, 8)
     assert len(vqgan.discriminator.trainable_variables) > 0
     assert set(map(id, vqgan.discriminator.weights)) <= set(map(id, vqgan.weights))
+
+
+def test_construction_warns_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_vqgan()
