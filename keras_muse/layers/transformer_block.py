@@ -27,33 +27,47 @@ def _on_cpu():
     return _ON_CPU
 
 
-def attention(q, k, v, mask=None):
+def attention(q, k, v, mask=None, training=False):
     """Scaled dot-product attention on [B, N, heads, d] queries/keys/values.
 
     On accelerators `keras.ops.dot_product_attention` (fused flash/cuDNN
     kernels where the backend has them). On CPU the same maths as batched
     matmuls on a heads-first layout, measured faster with XLA:CPU (width 512,
     8 heads, 256 tokens, batch 8: 17 vs 45 ms forward, 80 vs 103 ms with the
-    gradient; `benchmarks/train_bench.py --attention`).
+    gradient; `benchmarks/train_bench.py --attention`). Outside training the
+    softmax is normalized after the value product (exp(s - max) @ v / sum):
+    one division per [N, d] output instead of per [N, L] weight, 10.4 vs
+    17.0 ms forward at that size; its gradient is slower (100 vs 80 ms), so
+    training keeps the normalized weights.
     """
     if not _on_cpu():
         return ops.dot_product_attention(q, k, v, mask=mask)
-    weights = attention_weights(q, k, mask)
     vh = ops.transpose(v, (0, 2, 1, 3))
-    out = ops.matmul(ops.cast(weights, vh.dtype), vh)
+    if training:
+        out = ops.matmul(ops.cast(attention_weights(q, k, mask), vh.dtype), vh)
+    else:
+        scores = _attention_scores(q, k, mask)
+        p = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
+        out = ops.matmul(ops.cast(p, vh.dtype), vh)
+        out = out / ops.cast(ops.sum(p, axis=-1, keepdims=True), out.dtype)
     return ops.transpose(out, (0, 2, 1, 3))
+
+
+def _attention_scores(q, k, mask=None):
+    """float32 scaled scores [B, heads, N, L], -1e9 where `mask` is False."""
+    scale = 1.0 / float(q.shape[-1]) ** 0.5
+    qh = ops.transpose(q, (0, 2, 1, 3))
+    kh = ops.transpose(k, (0, 2, 3, 1))
+    scores = ops.cast(ops.matmul(qh, kh) * ops.cast(scale, qh.dtype), "float32")
+    if mask is not None:
+        scores = ops.where(mask, scores, -1e9)
+    return scores
 
 
 def attention_weights(q, k, mask=None):
     """float32 attention probabilities [B, heads, N, L] of [B, N, heads, d]
     queries over [B, L, heads, d] keys; `mask` broadcasts to [B, heads, N, L]."""
-    scale = 1.0 / float(q.shape[-1]) ** 0.5
-    qh = ops.transpose(q, (0, 2, 1, 3))
-    kh = ops.transpose(k, (0, 2, 3, 1))
-    scores = ops.matmul(qh, kh) * ops.cast(scale, qh.dtype)
-    if mask is not None:
-        scores = ops.where(mask, scores, ops.cast(-1e9, scores.dtype))
-    return ops.softmax(ops.cast(scores, "float32"), axis=-1)
+    return ops.softmax(_attention_scores(q, k, mask), axis=-1)
 
 
 SELF_ATTENTION_PARTITIONS = ("block", "grid")
@@ -163,7 +177,7 @@ class MuseAttention(keras.layers.Layer):
 
     def call(self, x, context=None, context_mask=None, key_value=None, training=False):
         q, k, v, mask = self._query_key_value_mask(x, context, context_mask, key_value)
-        out = attention(q, k, v, mask=mask)
+        out = attention(q, k, v, mask=mask, training=training)
         b, n = ops.shape(out)[0], ops.shape(out)[1]
         out = ops.reshape(out, (b, n, self.num_heads * self.key_dim))
         return self.drop(apply_on_tokens(self.output_dense, out), training=training)

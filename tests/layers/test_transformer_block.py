@@ -119,3 +119,23 @@ def test_cross_attention_weights_are_the_ones_the_block_uses():
     np.testing.assert_allclose(np.asarray(y), expected, atol=1e-4)
     with pytest.raises(ValueError, match="no cross-attention"):
         MuseTransformerBlock(16, 4, 32, cross_attention=False).cross_attention_weights(x, text, mask)
+
+
+def test_inference_attention_equals_the_training_form():
+    # Outside training the CPU path normalizes after the value product.
+    from keras_muse.layers.transformer_block import attention
+
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.normal(size=(2, 6, 4, 8)).astype("float32") * 3 for _ in range(3))
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1] * 6], bool)[:, None, None, :]
+    for m in (None, mask):
+        np.testing.assert_allclose(
+            np.asarray(attention(q, k, v, mask=m, training=False)),
+            np.asarray(attention(q, k, v, mask=m, training=True)), atol=1e-5,
+        )
+    # Padded keys change nothing.
+    k2, v2 = k.copy(), v.copy()
+    k2[0, 3:] = 100.0
+    v2[0, 3:] = -100.0
+    np.testing.assert_allclose(np.asarray(attention(q, k2, v2, mask=mask)),
+                               np.asarray(attention(q, k, v, mask=mask)), atol=1e-5)
