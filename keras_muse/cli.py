@@ -139,6 +139,8 @@ def _add_train_super_res(subparsers):
     p.add_argument("--out", default=None, help="PNG: bicubic / super-res / real rows")
     p.add_argument("--save-preset", default=None, help="directory for the two-stage task preset")
     p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
+    p.add_argument("--init-from", default=None,
+                   help="super-res (or two-stage) preset whose backbone weights start this run")
     p.add_argument("--report", default=None, help="JSON file for the measurements")
     p.set_defaults(func=_run_train_super_res)
 
@@ -161,7 +163,7 @@ def _run_train_super_res(args):
         batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         condition_dropout=args.condition_dropout, num_train_images=args.num_train_images,
         num_eval_images=args.num_eval_images, seed=args.seed, save_preset=args.save_preset,
-        checkpoint_dir=args.checkpoint_dir, report=args.report, out=args.out,
+        checkpoint_dir=args.checkpoint_dir, init_from=args.init_from, report=args.report, out=args.out,
     )
     print(json.dumps(result["heldout_upsampling"]))
     return 0

@@ -53,6 +53,26 @@ def upsampling_report(sr_task, low_ids, low_images, high_images, captions, seed=
     }, out, low_recon
 
 
+def _warm_start(backbone, preset):
+    """Copies a saved super-res backbone's weights into `backbone`."""
+    import os
+
+    if os.path.isdir(os.path.join(preset, "super_resolution")):
+        preset = os.path.join(preset, "super_resolution")
+    source = MuseSuperResolution.from_preset(preset).backbone
+    ignore = ("name", "trainable", "dtype")
+    # Through JSON so tuples and the saved lists compare equal.
+    want = json.loads(json.dumps({k: v for k, v in backbone.get_config().items() if k not in ignore}))
+    have = json.loads(json.dumps({k: v for k, v in source.get_config().items() if k not in ignore}))
+    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+    if diff:
+        raise ValueError(
+            f"`init_from` ({preset}) holds a super-res backbone with another config: "
+            + ", ".join(f"{k}={have.get(k)!r} (wanted {want.get(k)!r})" for k in diff)
+        )
+    backbone.set_weights(source.get_weights())
+
+
 def train_super_res(
     base_preset,
     vqgan_preset,
@@ -77,6 +97,7 @@ def train_super_res(
     seed=0,
     save_preset=None,
     checkpoint_dir=None,
+    init_from=None,
     report=None,
     out=None,
     verbose=1,
@@ -94,6 +115,9 @@ def train_super_res(
         aligned_low_res: add the low-res features to the high-res tokens
             they cover (see `MuseSuperResBackbone`).
         save_preset: directory for the two-stage task preset.
+        init_from: a super-res preset directory (or a two-stage preset
+            holding one) whose backbone weights start this run, for training
+            longer than one sitting allows; its backbone config must match.
         out: PNG: rows of bicubic-upsampled low-res / super-res / real.
     """
     keras.utils.set_random_seed(seed)
@@ -129,6 +153,8 @@ def train_super_res(
         backbone, text_encoder=encoder, vqgan=high_vqgan, low_res_vqgan=low_vqgan,
         condition_dropout=condition_dropout, label_smoothing=label_smoothing, seed=seed,
     )
+    if init_from:
+        _warm_start(backbone, init_from)
     history, steps_done, train_seconds = fit_for_steps(
         task, ((train_low, train_high), np.asarray(train_captions)), steps, batch_size, learning_rate,
         warmup_steps, weight_decay, seed, checkpoint_dir, verbose,
@@ -152,6 +178,7 @@ def train_super_res(
         "backbone": {k: v for k, v in backbone.get_config().items() if k not in ("name", "trainable", "dtype")},
         "parameters": int(backbone.count_params()),
         "steps": steps_done,
+        "init_from": str(init_from) if init_from else None,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "condition_dropout": condition_dropout,

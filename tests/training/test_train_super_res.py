@@ -37,3 +37,43 @@ def test_train_super_res_recipe(tmp_path, preprocessor):
     assert task.generate(["a red circle"], num_steps=2, seed=0).shape == (1, 32, 32, 3)
     with pytest.raises(ValueError, match="multiple of the base resolution"):
         train_super_res(tmp_path / "base", tmp_path / "vqgan_high", resolution=24, verbose=0)
+
+
+def _super_res_task(preprocessor, seed, **backbone_overrides):
+    import keras
+
+    from keras_muse.models import MuseSuperResBackbone
+    from keras_muse.models import MuseSuperResolution
+
+    keras.utils.set_random_seed(seed)
+    config = MuseSuperResBackbone.from_preset("muse_super_res_tiny", load_weights=False).get_config()
+    config.update(backbone_overrides)
+    return MuseSuperResolution(
+        MuseSuperResBackbone.from_config(config), text_encoder=make_tiny_text_encoder(preprocessor),
+        vqgan=make_vqgan(factor=4), low_res_vqgan=make_vqgan(factor=4),
+    )
+
+
+@pytest.mark.filterwarnings("ignore::keras_muse.models.text.PromptTruncationWarning")
+def test_warm_start_copies_a_saved_backbone_and_checks_its_config(tmp_path, preprocessor):
+    from keras_muse.training.train_super_res import _warm_start
+
+    saved = _super_res_task(preprocessor, seed=1)
+    saved.save_to_preset(tmp_path / "sr")
+    # A two-stage preset holds the super-res task in `super_resolution/`.
+    two_stage = tmp_path / "two_stage"
+    (two_stage / "super_resolution").mkdir(parents=True)
+    for f in (tmp_path / "sr").iterdir():
+        f.rename(two_stage / "super_resolution" / f.name)
+
+    fresh = _super_res_task(preprocessor, seed=2).backbone
+    before = [np.array(w) for w in fresh.get_weights()]
+    _warm_start(fresh, str(two_stage))
+    after = fresh.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    for a, b in zip(after, saved.backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    other = _super_res_task(preprocessor, seed=2, hidden_dim=24).backbone
+    with pytest.raises(ValueError, match=r"init_from.*hidden_dim=32 \(wanted 24\)"):
+        _warm_start(other, str(two_stage / "super_resolution"))
