@@ -73,6 +73,8 @@ def _add_train_muse(subparsers):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-preset", default=None, help="directory to save the trained task preset to")
     p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
+    p.add_argument("--init-from", default=None,
+                   help="MuseTextToImage preset whose backbone (and text encoder) weights start this run")
     p.add_argument("--report", default=None, help="JSON file for the measurements")
     p.set_defaults(func=_run_train_muse)
 
@@ -83,6 +85,8 @@ def _run_train_muse(args):
     for name in ("steps", "batch_size", "num_train_images", "num_eval_images", "hidden_dim", "num_layers"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be > 0")
+    if args.init_from and not os.path.isdir(args.init_from):
+        raise SystemExit(f"--init-from {args.init_from!r} is not a preset directory")
     if not os.path.isdir(args.vqgan_preset):
         raise SystemExit(f"--vqgan-preset {args.vqgan_preset!r} is not a preset directory "
                          "(train one with `python -m keras_muse train vqgan --save-preset DIR`)")
@@ -105,6 +109,7 @@ def _run_train_muse(args):
         seed=args.seed,
         save_preset=args.save_preset,
         checkpoint_dir=args.checkpoint_dir,
+        init_from=args.init_from,
         report=args.report,
     )
     print(json.dumps(result["heldout_masked_token_accuracy"]))
@@ -152,7 +157,7 @@ def _run_train_super_res(args):
                  "resolution"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be > 0")
-    for flag in ("base_preset", "vqgan_preset"):
+    for flag in ("base_preset", "vqgan_preset") + (("init_from",) if args.init_from else ()):
         if not os.path.isdir(getattr(args, flag)):
             raise SystemExit(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} is not a preset directory")
     result = train_super_res(

@@ -35,6 +35,8 @@ def test_train_vqgan_cli_end_to_end(tmp_path):
     assert image.ndim == 3 and image.shape[2] == 3
     result = json.loads(report.read_text())
     assert result["heldout"]["num_images"] == 8 and np.isfinite(result["heldout"]["psnr"])
+    judged = result["heldout"]["alignment_of_reconstructions"]
+    assert {"color", "shape", "count"} <= set(judged) and all(0 <= v <= 1 for v in judged.values())
     rec = tmp_path / "rec.png"
     Image.fromarray(np.zeros((40, 48, 3), "uint8")).save(tmp_path / "in.png")
     subprocess.run(

@@ -10,6 +10,7 @@ The result is saved as a two-stage `MuseTextToImage` preset (base +
 """
 
 import json
+import os
 import time
 
 import keras
@@ -23,6 +24,7 @@ from keras_muse.models.vqgan.vqgan import VQGAN
 from keras_muse.training.train_muse import fit_for_steps
 from keras_muse.training.train_muse import masked_token_accuracy_report
 from keras_muse.training.train_muse import object_token_mask
+from keras_muse.training.warm_start import warm_start
 from keras_muse.utils.image_utils import make_grid
 from keras_muse.utils.image_utils import psnr
 from keras_muse.utils.image_utils import resize_images
@@ -53,24 +55,10 @@ def upsampling_report(sr_task, low_ids, low_images, high_images, captions, seed=
     }, out, low_recon
 
 
-def _warm_start(backbone, preset):
-    """Copies a saved super-res backbone's weights into `backbone`."""
-    import os
-
-    if os.path.isdir(os.path.join(preset, "super_resolution")):
-        preset = os.path.join(preset, "super_resolution")
-    source = MuseSuperResolution.from_preset(preset).backbone
-    ignore = ("name", "trainable", "dtype")
-    # Through JSON so tuples and the saved lists compare equal.
-    want = json.loads(json.dumps({k: v for k, v in backbone.get_config().items() if k not in ignore}))
-    have = json.loads(json.dumps({k: v for k, v in source.get_config().items() if k not in ignore}))
-    diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-    if diff:
-        raise ValueError(
-            f"`init_from` ({preset}) holds a super-res backbone with another config: "
-            + ", ".join(f"{k}={have.get(k)!r} (wanted {want.get(k)!r})" for k in diff)
-        )
-    backbone.set_weights(source.get_weights())
+def _super_res_preset(preset):
+    """A two-stage preset keeps its super-res task in `super_resolution/`."""
+    nested = os.path.join(str(preset), "super_resolution")
+    return nested if os.path.isdir(nested) else str(preset)
 
 
 def train_super_res(
@@ -154,7 +142,7 @@ def train_super_res(
         condition_dropout=condition_dropout, label_smoothing=label_smoothing, seed=seed,
     )
     if init_from:
-        _warm_start(backbone, init_from)
+        warm_start(backbone, _super_res_preset(init_from))
     history, steps_done, train_seconds = fit_for_steps(
         task, ((train_low, train_high), np.asarray(train_captions)), steps, batch_size, learning_rate,
         warmup_steps, weight_decay, seed, checkpoint_dir, verbose,

@@ -63,6 +63,16 @@ def background_code_stats(vqgan, images, ids):
     }
 
 
+def reconstruction_alignment(reconstructions, captions):
+    """The shapes judge's prompt alignment on the tokenizer's reconstructions
+    of real scenes: the most a transformer over these tokens can reach."""
+    from keras_muse.metrics.alignment import score_alignment
+
+    report = score_alignment(reconstructions, list(captions))
+    keys = ("color", "shape", "size", "position", "count", "all")
+    return {k: report[k] for k in keys if report.get(k) is not None}
+
+
 def comparison_grid(originals, reconstructions, columns=8):
     """Rows alternate originals and their reconstructions."""
     rows = []
@@ -110,7 +120,7 @@ def train_vqgan(
     train_images, _, _ = shapes.make_arrays(
         num_train_images, resolution=resolution, split="train", seed=seed
     )
-    eval_images, _, _ = shapes.make_arrays(
+    eval_images, eval_captions, _ = shapes.make_arrays(
         num_eval_images, resolution=resolution, split="heldout", seed=seed + 1
     )
     data_seconds = time.time() - started
@@ -165,6 +175,7 @@ def train_vqgan(
 
     metrics, eval_ids, recon = evaluate_tokenizer(vqgan, eval_images)
     metrics.update(background_code_stats(vqgan, eval_images, eval_ids))
+    metrics["alignment_of_reconstructions"] = reconstruction_alignment(recon, eval_captions)
     result = {
         "preset": preset,
         "steps": steps_per_epoch * epochs,
@@ -195,7 +206,8 @@ def train_vqgan(
         print(
             f"held-out PSNR {metrics['psnr']:.2f} dB, codebook used "
             f"{metrics['codebook_used_fraction']:.1%} of {vqgan.codebook_size}, "
-            f"trained {train_seconds / 60:.1f} min"
+            f"trained {train_seconds / 60:.1f} min; judge on reconstructions "
+            + ", ".join(f"{k} {v:.2f}" for k, v in metrics["alignment_of_reconstructions"].items())
             + (f"; wrote {out}" if out else "")
         )
     return result

@@ -56,7 +56,8 @@ def _super_res_task(preprocessor, seed, **backbone_overrides):
 
 @pytest.mark.filterwarnings("ignore::keras_muse.models.text.PromptTruncationWarning")
 def test_warm_start_copies_a_saved_backbone_and_checks_its_config(tmp_path, preprocessor):
-    from keras_muse.training.train_super_res import _warm_start
+    from keras_muse.training.train_super_res import _super_res_preset
+    from keras_muse.training.warm_start import warm_start
 
     saved = _super_res_task(preprocessor, seed=1)
     saved.save_to_preset(tmp_path / "sr")
@@ -68,7 +69,7 @@ def test_warm_start_copies_a_saved_backbone_and_checks_its_config(tmp_path, prep
 
     fresh = _super_res_task(preprocessor, seed=2).backbone
     before = [np.array(w) for w in fresh.get_weights()]
-    _warm_start(fresh, str(two_stage))
+    warm_start(fresh, _super_res_preset(two_stage))
     after = fresh.get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
     for a, b in zip(after, saved.backbone.get_weights()):
@@ -76,4 +77,4 @@ def test_warm_start_copies_a_saved_backbone_and_checks_its_config(tmp_path, prep
 
     other = _super_res_task(preprocessor, seed=2, hidden_dim=24).backbone
     with pytest.raises(ValueError, match=r"init_from.*hidden_dim=32 \(wanted 24\)"):
-        _warm_start(other, str(two_stage / "super_resolution"))
+        warm_start(other, _super_res_preset(two_stage / "super_resolution"))
