@@ -77,6 +77,18 @@ def test_train_bench_quick(tmp_path):
     assert row["config"] == "muse_tiny" and row["tokens_per_s"] > 0 and row["peak_rss_MB"] > 0
 
 
+def test_step_breakdown_tiny(tmp_path):
+    out = tmp_path / "breakdown.json"
+    subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "step_breakdown.py"), "--config", "tiny",
+         "--repeats", "1", "--out", str(out)],
+        check=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    rows = {r["part"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["block"]["fwd_bwd_ms"] > rows["block"]["fwd_ms"] > 0
+    assert all(r["gflop_fwd"] > 0 for r in rows.values())
+
+
 @pytest.mark.slow
 def test_sample_bench_quick(tmp_path):
     out = tmp_path / "sample_bench.json"
