@@ -90,3 +90,20 @@ def test_counts_sizes_and_unknown_objects():
 def test_score_alignment_checks_its_inputs():
     with pytest.raises(ValueError, match="one prompt each"):
         alignment.score_alignment(np.zeros((2, 16, 16, 3), "uint8"), ["a red circle"], classifier=object())
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_prompts():
+    rng = np.random.default_rng(1)
+
+    def tallies(n):
+        stated = rng.integers(1, 3, n)
+        return np.stack([rng.binomial(stated, 0.7), stated], 1).astype(float)
+
+    small, large = tallies(64), tallies(1024)
+    for t in (small, large):
+        lo, hi = alignment.bootstrap_ci(t)
+        assert lo <= t[:, 0].sum() / t[:, 1].sum() <= hi
+    width = lambda t: np.subtract(*alignment.bootstrap_ci(t)[::-1])  # noqa: E731
+    assert width(large) < 0.5 * width(small)
+    assert alignment.bootstrap_ci(np.array([[2.0, 2.0]] * 10)) == [1.0, 1.0]
+    assert alignment.bootstrap_ci(np.zeros((5, 2))) is None

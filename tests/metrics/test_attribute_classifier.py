@@ -97,6 +97,9 @@ def test_packaged_judge_reads_real_renders_and_scores_captions(judge):
         assert own[key] >= 0.95, own
         assert shuffled[key] < own[key] - 0.3, (key, own[key], shuffled[key])
     assert own["all"] >= 0.9 and shuffled["all"] < 0.2
+    for key in ("color", "shape", "count", "all"):
+        lo, hi = own["ci95"][key]
+        assert lo <= own[key] <= hi and shuffled["ci95"][key][1] < lo
 
 
 @pytest.mark.slow
