@@ -355,14 +355,15 @@ def build_parser():
                      help="a shipped preset name (default: muse_shapes_64) or a MuseTextToImage preset directory")
     gen.add_argument("-n", "--num-images", type=int, default=4, help="images per prompt")
     gen.add_argument("--negative-prompt", default=None)
-    gen.add_argument("--steps", type=int, default=24, help="decoding steps (paper: 24)")
-    gen.add_argument("--guidance-scale", type=float, default=3.0)
-    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--steps", type=int, default=None, help="decoding steps (default: the preset's, else 24)")
+    gen.add_argument("--guidance-scale", type=float, default=None, help="default: the preset's, else 3.0")
+    gen.add_argument("--temperature", type=float, default=None, help="default: the preset's, else 1.0")
     gen.add_argument("--top-k", type=int, default=None)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--batch-size", type=int, default=8)
-    gen.add_argument("--super-res-steps", type=int, default=8,
-                     help="steps of the super-res stage when the preset has one (0: base resolution only)")
+    gen.add_argument("--super-res-steps", type=int, default=None,
+                     help="steps of the super-res stage when the preset has one (default: the preset's, "
+                          "else 8; 0: base resolution only)")
     gen.add_argument("--columns", type=int, default=8)
     gen.add_argument("--out", default="samples.png", help="PNG grid with captions")
     gen.add_argument("--save-images", default=None, help="directory for the single images as PNG")
@@ -393,10 +394,13 @@ def build_parser():
     exp.add_argument("--preset", required=True, help="a MuseTextToImage preset directory")
     exp.add_argument("--out", required=True, help="the model base path; the SavedModel goes to OUT/<version>/")
     exp.add_argument("--version", type=int, default=1)
-    exp.add_argument("--steps", type=int, default=24, help="decoding steps, fixed in the SavedModel")
-    exp.add_argument("--guidance-scale", type=float, default=3.0, help="default of the guidance_scale input")
-    exp.add_argument("--super-res-steps", type=int, default=8,
-                     help="steps of the super-res stage when the preset has one (0: base resolution only)")
+    exp.add_argument("--steps", type=int, default=None,
+                     help="decoding steps, fixed in the SavedModel (default: the preset's, else 24)")
+    exp.add_argument("--guidance-scale", type=float, default=None,
+                     help="default of the guidance_scale input (default: the preset's, else 3.0)")
+    exp.add_argument("--super-res-steps", type=int, default=None,
+                     help="steps of the super-res stage when the preset has one (default: the preset's, "
+                          "else 8; 0: base resolution only)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing OUT/<version>/")
     exp.set_defaults(func=_run_export)
     ev = commands.add_parser("evaluate", help="Score a preset on shapes prompts: alignment, FID, CLIP score.")

@@ -200,9 +200,9 @@ def _version_dir(path, version, overwrite):
 
 
 # ------------------------------------------------------------- public API
-def export_saved_model(task, path, version=1, num_steps=24, guidance_scale=3.0, guidance_schedule="linear",
-                       temperature=1.0, choice_temperature=4.5, top_k=None, top_p=None,
-                       super_resolution_steps=8, platforms=DEFAULT_PLATFORMS, overwrite=False, verbose=False):
+def export_saved_model(task, path, version=1, num_steps=None, guidance_scale=None, guidance_schedule=None,
+                       temperature=None, choice_temperature=None, top_k=None, top_p=None,
+                       super_resolution_steps=None, platforms=DEFAULT_PLATFORMS, overwrite=False, verbose=False):
     """Writes `task` as a TF Serving SavedModel under `path/<version>/`.
 
     The version directory is written to a temporary sibling and renamed
@@ -216,7 +216,9 @@ def export_saved_model(task, path, version=1, num_steps=24, guidance_scale=3.0, 
         path: the model base path (`--model_base_path` of TF Serving).
         version: int >= 1, the version directory name.
         num_steps: decoding steps T of the base model (static: see the
-            module docstring).
+            module docstring). This and the next four, left as None, take
+            the task's `sampling_defaults` or `generate`'s defaults (24,
+            3.0, "linear", 1.0, 4.5).
         guidance_scale: default of the `guidance_scale` input.
         guidance_schedule: "linear" (the paper's ramp) or "constant".
         temperature: default of the `temperature` input.
@@ -224,7 +226,8 @@ def export_saved_model(task, path, version=1, num_steps=24, guidance_scale=3.0, 
         top_k: must be None (jax 0.10's top-k op does not load in TF 2.21).
         top_p: optional nucleus filter of the base stage (static).
         super_resolution_steps: steps of the super-res stage when the task
-            holds one (0 exports the base stage only).
+            holds one (0 exports the base stage only; None: the super-res
+            task's default, 8).
         platforms: platforms the program is lowered for ("cpu", "cuda",
             "rocm", "tpu").
         overwrite: replace an existing `path/<version>`.
@@ -240,6 +243,12 @@ def export_saved_model(task, path, version=1, num_steps=24, guidance_scale=3.0, 
     """
     _check_task(task)
     target = _version_dir(path, version, overwrite)
+    setting = task.sampling_setting
+    num_steps, guidance_scale = setting("num_steps", num_steps), setting("guidance_scale", guidance_scale)
+    guidance_schedule, temperature = setting("guidance_schedule", guidance_schedule), setting("temperature", temperature)
+    choice_temperature = setting("choice_temperature", choice_temperature)
+    if super_resolution_steps is None and task.super_resolution is not None:
+        super_resolution_steps = task.super_resolution.sampling_setting("num_steps")
     options = _export_options(task, num_steps, guidance_scale, guidance_schedule, temperature,
                               choice_temperature, top_k, top_p, super_resolution_steps, platforms)
     from keras_muse.utils.preset_utils import atomic_directory

@@ -41,10 +41,10 @@ def add_arguments(parser):
     parser.add_argument("--preset", required=True, help="a MuseTextToImage preset (name or directory)")
     parser.add_argument("-n", "--num-prompts", type=int, default=64, help="prompts to generate for")
     parser.add_argument("--split", default="heldout", choices=shapes.SPLITS)
-    parser.add_argument("--guidance-scale", type=float, default=3.0)
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the preset's, else 3.0")
     parser.add_argument("--guidance-sweep", default=None,
                         help="comma-separated guidance scales, e.g. 0,1,2,3,5 (overrides --guidance-scale)")
-    parser.add_argument("--steps", type=int, default=24, help="decoding steps")
+    parser.add_argument("--steps", type=int, default=None, help="decoding steps (default: the preset's, else 24)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--data-seed", type=int, default=DEFAULT_DATA_SEED, help="shapes dataset seed of the prompts")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -79,7 +79,7 @@ def mean_alignment(report):
     return float(np.mean(values)) if values else None
 
 
-def evaluate(task, num_prompts=64, split="heldout", guidance_scales=(3.0,), num_steps=24, seed=0,
+def evaluate(task, num_prompts=64, split="heldout", guidance_scales=None, num_steps=None, seed=0,
              data_seed=DEFAULT_DATA_SEED, batch_size=8, judge=None, inception=True, clip=True,
              clip_preset="clip_vit_base_patch16", grid=None, plot=None, name=None, verbose=True):
     """Generates for `num_prompts` prompts of `split` at each guidance scale
@@ -90,6 +90,10 @@ def evaluate(task, num_prompts=64, split="heldout", guidance_scales=(3.0,), num_
 
     if not isinstance(num_prompts, int) or num_prompts < 2:
         raise ValueError(f"`num_prompts` must be an int >= 2 (FID needs 2 images). Received: {num_prompts!r}")
+    # None: the task's defaults (its preset's `sampling_defaults`).
+    num_steps = task.sampling_setting("num_steps", num_steps)
+    if guidance_scales is None:
+        guidance_scales = [task.sampling_setting("guidance_scale")]
     guidance_scales = [float(s) for s in guidance_scales]
     if not guidance_scales:
         raise ValueError("`guidance_scales` must name at least one scale. Received: []")
@@ -260,9 +264,9 @@ def run(args):
         except ValueError:
             raise SystemExit(f"--guidance-sweep must be comma-separated numbers. Received: {args.guidance_sweep!r}")
     else:
-        scales = [args.guidance_scale]
+        scales = None if args.guidance_scale is None else [args.guidance_scale]
     plot = args.plot
-    if plot is None and len(scales) > 1:
+    if plot is None and scales is not None and len(scales) > 1:
         plot = os.path.splitext(args.out)[0] + "_sweep.png"
     task = MuseTextToImage.from_preset(args.preset)
     judge = ShapesAttributeClassifier.from_preset(args.judge)

@@ -24,6 +24,47 @@ from keras_muse.samplers.parallel_decoding import parallel_decode
 OUTPAINT_DIRECTIONS = ("left", "right", "top", "bottom")
 
 
+# What `generate` uses for an argument left as None when the task's
+# `sampling_defaults` do not set it either.
+BUILTIN_SAMPLING = {
+    "num_steps": 24,
+    "guidance_scale": 3.0,
+    "guidance_schedule": "linear",
+    "temperature": 1.0,
+    "choice_temperature": 4.5,
+}
+
+
+def check_sampling_defaults(defaults):
+    """Validates a task's `sampling_defaults` dict; returns a plain copy."""
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, dict):
+        raise ValueError(f"`sampling_defaults` must be a dict or None. Received: {defaults!r}")
+    unknown = sorted(set(defaults) - set(BUILTIN_SAMPLING))
+    if unknown:
+        raise ValueError(
+            f"`sampling_defaults` may set {sorted(BUILTIN_SAMPLING)}. Received unknown keys: {unknown}"
+        )
+    out = dict(defaults)
+    if "num_steps" in out:
+        out["num_steps"] = _positive_int("sampling_defaults['num_steps']", out["num_steps"])
+    for key in ("guidance_scale", "temperature", "choice_temperature"):
+        if key in out:
+            value = out[key]
+            low_ok = value >= 0 if key != "temperature" else value > 0
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or not low_ok:
+                bound = "> 0" if key == "temperature" else ">= 0"
+                raise ValueError(f"`sampling_defaults['{key}']` must be a finite number {bound}. Received: {value!r}")
+            out[key] = float(value)
+    if "guidance_schedule" in out and out["guidance_schedule"] not in GUIDANCE_SCHEDULES:
+        raise ValueError(
+            f"`sampling_defaults['guidance_schedule']` must be one of {GUIDANCE_SCHEDULES}. "
+            f"Received: {out['guidance_schedule']!r}"
+        )
+    return out
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
@@ -107,9 +148,19 @@ class MuseGenerationMixin:
         return cache[key]
 
     # ---------------------------------------------------------- user methods
-    def generate(self, prompts, negative_prompts=None, num_steps=24, guidance_scale=3.0,
-                 guidance_schedule="linear", temperature=1.0, top_k=None, top_p=None,
-                 choice_temperature=4.5, seed=None, batch_size=None, return_tokens=False,
+    builtin_sampling = BUILTIN_SAMPLING
+
+    def sampling_setting(self, name, value=None):
+        """`value`, or when None the task's `sampling_defaults[name]`, or
+        the built-in default (`builtin_sampling`)."""
+        if value is not None:
+            return value
+        defaults = getattr(self, "sampling_defaults", None) or {}
+        return defaults.get(name, self.builtin_sampling[name])
+
+    def generate(self, prompts, negative_prompts=None, num_steps=None, guidance_scale=None,
+                 guidance_schedule=None, temperature=None, top_k=None, top_p=None,
+                 choice_temperature=None, seed=None, batch_size=None, return_tokens=False,
                  return_history=False, verbose=None, conditions=()):
         """Generates images from prompts (paper §2.7, §2.8).
 
@@ -122,14 +173,17 @@ class MuseGenerationMixin:
             negative_prompts: None, a str (for every prompt) or a list: their
                 logits replace the unconditional ones in guidance.
             num_steps: decoding steps T (24 for the base model, the paper's).
-            guidance_scale: t of ℓ = (1+t)·ℓ_cond − t·ℓ_uncond; 0 or None
+            guidance_scale: t of ℓ = (1+t)·ℓ_cond − t·ℓ_uncond (3.0); 0
                 turns guidance (and the doubled batch) off unless negative
                 prompts are given.
             guidance_schedule: "linear" (t ramps up over the steps, the
                 paper's) or "constant".
-            temperature: sampling temperature (> 0).
+            temperature: sampling temperature (> 0; 1.0).
             top_k, top_p: optional filters of the sampling distribution.
-            choice_temperature: τ of the confidence noise (annealed to 0).
+            choice_temperature: τ of the confidence noise (annealed to 0; 4.5).
+                These five, left as None, take the task's
+                `sampling_defaults` (saved with its preset: the settings
+                its recipe found best) or the defaults in brackets.
             seed: int or None; the same seed gives the same images.
             batch_size: prompts per compiled call (default: all, up to 8).
             return_tokens: also return the int32 token grids `[n, h, w]`.
@@ -149,6 +203,11 @@ class MuseGenerationMixin:
         images = task.generate(["a red circle above a blue square"] * 4, seed=0)
         ```
         """
+        setting = self.sampling_setting
+        num_steps, guidance_scale = setting("num_steps", num_steps), setting("guidance_scale", guidance_scale)
+        guidance_schedule = setting("guidance_schedule", guidance_schedule)
+        temperature = setting("temperature", temperature)
+        choice_temperature = setting("choice_temperature", choice_temperature)
         text, negative, has_negative, from_embeddings = self._text_inputs(prompts, negative_prompts)
         n = len(text[0])
         shape = (n, self.backbone.num_tokens)
@@ -330,11 +389,14 @@ class MuseGenerationMixin:
         return text, negative, negative_prompts is not None, False
 
     def _run(self, text, negative, token_ids, token_mask, *, mode, num_steps, guidance_scale,
-             use_guidance, guidance_schedule="linear", temperature=1.0, top_k=None, top_p=None,
-             choice_temperature=4.5, seed=None, batch_size=None, return_tokens=False,
+             use_guidance, guidance_schedule=None, temperature=None, top_k=None, top_p=None,
+             choice_temperature=None, seed=None, batch_size=None, return_tokens=False,
              return_history=False, verbose=None, from_embeddings=False, edit_fraction=0.08,
              conditions=()):
         """Validates the sampling arguments, batches, calls the program."""
+        guidance_schedule = self.sampling_setting("guidance_schedule", guidance_schedule)
+        temperature = self.sampling_setting("temperature", temperature)
+        choice_temperature = self.sampling_setting("choice_temperature", choice_temperature)
         num_steps = _positive_int("num_steps", num_steps)
         if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"`temperature` must be a number > 0. Received: temperature={temperature!r}")

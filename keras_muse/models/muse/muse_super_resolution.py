@@ -47,6 +47,8 @@ class MuseSuperResolution(MuseTextToImage):
     component_classes = MuseTextToImage.component_classes + (("low_res_vqgan", VQGAN),)
     task_presets = {}  # shipped two-stage presets load as a MuseTextToImage
     low_res_inputs = True
+    # The paper's super-res model decodes in 8 steps.
+    builtin_sampling = {**MuseTextToImage.builtin_sampling, "num_steps": 8}
 
     def __init__(self, backbone, text_encoder=None, vqgan=None, low_res_vqgan=None, **kwargs):
         if kwargs.get("super_resolution") is not None:
@@ -126,7 +128,7 @@ class MuseSuperResolution(MuseTextToImage):
             )
         return arr.astype("int32")
 
-    def upsample(self, low_res, prompts, num_steps=8, **kwargs):
+    def upsample(self, low_res, prompts, num_steps=None, **kwargs):
         """High-res images from low-res tokens (or images) and prompts.
 
         Args:
@@ -134,7 +136,8 @@ class MuseSuperResolution(MuseTextToImage):
                 or low-res uint8 images `[n, H, W, 3]` (needs `low_res_vqgan`).
             prompts: str (for all) or list of n str (or precomputed text
                 embeddings, as in `generate`).
-            num_steps: decoding steps (8, the paper's for super-res).
+            num_steps: decoding steps (default: `sampling_defaults`, else 8,
+                the paper's for super-res).
             **kwargs: any `generate` argument (guidance, seed, ...).
 
         Returns:
@@ -152,7 +155,7 @@ class MuseSuperResolution(MuseTextToImage):
         ids = self.low_res_token_ids(low_res)
         return MuseTextToImage.generate(self, prompts, num_steps=num_steps, conditions=[ids], **kwargs)
 
-    def generate(self, prompts, low_res=None, num_steps=8, **kwargs):
+    def generate(self, prompts, low_res=None, num_steps=None, **kwargs):
         """`upsample(low_res, prompts)`: the super-res model needs the low-res tokens."""
         if low_res is None:
             raise ValueError(

@@ -17,6 +17,7 @@ from keras_muse.layers.masking import sample_condition_dropout
 from keras_muse.layers.masking import sample_token_mask
 from keras_muse.models.muse.muse_backbone import MuseBackbone
 from keras_muse.models.muse.muse_generation import MuseGenerationMixin
+from keras_muse.models.muse.muse_generation import check_sampling_defaults
 from keras_muse.models.muse.super_resolution_pipeline import SuperResolutionPipelineMixin
 from keras_muse.models.muse.training_inputs import is_string_data
 from keras_muse.models.muse.training_inputs import standardize_training_inputs
@@ -88,6 +89,12 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
             `inpaint`, `outpaint` and `edit` run base -> super-res -> the
             high-res decoder (see `SuperResolutionPipelineMixin`); `fit`
             still trains the base model only.
+        sampling_defaults: dict or None, what `generate` uses for
+            `num_steps`, `guidance_scale`, `guidance_schedule`,
+            `temperature` and `choice_temperature` when they are not
+            passed (the sampler arguments for the other methods); saved in
+            the preset, so a trained preset carries the settings its
+            evaluation chose.
 
     Example:
     ```python
@@ -125,6 +132,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         label_smoothing=0.1,
         seed=None,
         super_resolution=None,
+        sampling_defaults=None,
         **kwargs,
     ):
         if not isinstance(backbone, self.backbone_cls):
@@ -185,6 +193,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         if self.label_smoothing >= 1.0:
             raise ValueError(f"`label_smoothing` must be < 1. Received: {label_smoothing}")
         self.seed = seed
+        self.sampling_defaults = check_sampling_defaults(sampling_defaults)
         self._unconditional = {}
         self._generate_traces = 0
 
@@ -509,6 +518,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
             "mask_schedule": self.mask_schedule,
             "label_smoothing": self.label_smoothing,
             "seed": self.seed,
+            "sampling_defaults": dict(self.sampling_defaults),
             "name": self.name,
             **({"super_resolution": keras.layers.serialize(self.super_resolution)}
                if getattr(self, "super_resolution", None) is not None else {}),
@@ -553,6 +563,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
             "condition_dropout": self.condition_dropout,
             "mask_schedule": self.mask_schedule,
             "label_smoothing": self.label_smoothing,
+            "sampling_defaults": dict(self.sampling_defaults),
         }
 
     def save_to_preset(self, preset_dir):

@@ -24,8 +24,11 @@ class SuperResolutionPipelineMixin:
     """Two-stage sampling for a task with `self.super_resolution` (or None).
 
     Each method takes the base model's arguments plus
-    `super_resolution_steps` (8; 0 skips the stage) and
-    `super_resolution_guidance_scale` (default: the base's).
+    `super_resolution_steps` (default: the super-res task's
+    `sampling_defaults`, else 8; 0 skips the stage) and
+    `super_resolution_guidance_scale` (default: the super-res task's
+    `sampling_defaults`, else the base's). Sampler arguments left unset
+    (temperature, ...) take each stage's own defaults.
     """
 
     @property
@@ -38,7 +41,13 @@ class SuperResolutionPipelineMixin:
         return tuple(g * self.vqgan.factor for g in self.backbone.grid_size)
 
     def _uses_super_resolution(self, steps):
-        return getattr(self, "super_resolution", None) is not None and bool(steps)
+        return getattr(self, "super_resolution", None) is not None and (steps is None or bool(steps))
+
+    def _super_resolution_settings(self, steps, guidance_scale, base_guidance_scale):
+        sr = self.super_resolution
+        if guidance_scale is None:
+            guidance_scale = sr.sampling_defaults.get("guidance_scale", base_guidance_scale)
+        return sr.sampling_setting("num_steps", steps), guidance_scale
 
     def _base_resolution(self):
         return tuple(g * self.vqgan.factor for g in self.backbone.grid_size)
@@ -61,8 +70,8 @@ class SuperResolutionPipelineMixin:
             out["low_res_history"] = base["history"]
         return out
 
-    def generate(self, prompts, negative_prompts=None, num_steps=24, guidance_scale=3.0,
-                 super_resolution_steps=8, super_resolution_guidance_scale=None, seed=None, **kwargs):
+    def generate(self, prompts, negative_prompts=None, num_steps=None, guidance_scale=None,
+                 super_resolution_steps=None, super_resolution_guidance_scale=None, seed=None, **kwargs):
         """`MuseGenerationMixin.generate`, then super-res when attached.
 
         With a `super_resolution` model the images are high-res; with
@@ -75,13 +84,16 @@ class SuperResolutionPipelineMixin:
         base_kwargs = {k: v for k, v in kwargs.items() if k != "return_tokens"}
         base = super().generate(prompts, negative_prompts=negative_prompts, num_steps=num_steps,
                                 guidance_scale=guidance_scale, seed=seed, return_tokens=True, **base_kwargs)
-        sr_guidance = guidance_scale if super_resolution_guidance_scale is None else super_resolution_guidance_scale
+        base_guidance = self.sampling_setting("guidance_scale", guidance_scale)
+        steps, sr_guidance = self._super_resolution_settings(
+            super_resolution_steps, super_resolution_guidance_scale, base_guidance
+        )
         kwargs.pop("top_k", None), kwargs.pop("top_p", None)
-        return self._second_stage(base, prompts, negative_prompts, super_resolution_steps, sr_guidance,
+        return self._second_stage(base, prompts, negative_prompts, steps, sr_guidance,
                                   dict(kwargs, seed=seed), "generate")
 
     def inpaint(self, images, masks, prompts, negative_prompts=None, num_steps=12, guidance_scale=3.0,
-                seed=None, super_resolution_steps=8, super_resolution_guidance_scale=None, **kwargs):
+                seed=None, super_resolution_steps=None, super_resolution_guidance_scale=None, **kwargs):
         """`MuseGenerationMixin.inpaint`; high-res images (with a super-res
         model) are inpainted at low res first, then at high res conditioned
         on the new low-res tokens (paper §3.3)."""
@@ -93,12 +105,14 @@ class SuperResolutionPipelineMixin:
         base = super().inpaint(low_images, low_masks, prompts, negative_prompts=negative_prompts,
                                num_steps=num_steps, guidance_scale=guidance_scale, seed=seed,
                                return_tokens=True, **{k: v for k, v in kwargs.items() if k != "return_tokens"})
-        sr_guidance = guidance_scale if super_resolution_guidance_scale is None else super_resolution_guidance_scale
-        return self._second_stage(base, prompts, negative_prompts, super_resolution_steps, sr_guidance,
+        steps, sr_guidance = self._super_resolution_settings(
+            super_resolution_steps, super_resolution_guidance_scale, guidance_scale
+        )
+        return self._second_stage(base, prompts, negative_prompts, steps, sr_guidance,
                                   dict(kwargs, seed=seed), "inpaint", images, masks)
 
     def outpaint(self, images, prompts, direction="right", extent=0.25, negative_prompts=None,
-                 num_steps=12, guidance_scale=3.0, seed=None, super_resolution_steps=8,
+                 num_steps=12, guidance_scale=3.0, seed=None, super_resolution_steps=None,
                  super_resolution_guidance_scale=None, **kwargs):
         """`MuseGenerationMixin.outpaint`, in two stages for high-res images."""
         images = np.asarray(images)
@@ -115,13 +129,15 @@ class SuperResolutionPipelineMixin:
                                 negative_prompts=negative_prompts, num_steps=num_steps,
                                 guidance_scale=guidance_scale, seed=seed, return_tokens=True,
                                 **{k: v for k, v in kwargs.items() if k != "return_tokens"})
-        sr_guidance = guidance_scale if super_resolution_guidance_scale is None else super_resolution_guidance_scale
-        return self._second_stage(base, prompts, negative_prompts, super_resolution_steps, sr_guidance,
+        steps, sr_guidance = self._super_resolution_settings(
+            super_resolution_steps, super_resolution_guidance_scale, guidance_scale
+        )
+        return self._second_stage(base, prompts, negative_prompts, steps, sr_guidance,
                                   dict(kwargs, seed=seed), "outpaint", images,
                                   direction=direction, extent=extent)
 
     def edit(self, images, prompts, iterations=100, fraction=0.08, guidance_scale=4.0, top_k=3,
-             negative_prompts=None, masks=None, seed=None, super_resolution_steps=8,
+             negative_prompts=None, masks=None, seed=None, super_resolution_steps=None,
              super_resolution_guidance_scale=None, **kwargs):
         """`MuseGenerationMixin.edit`; for high-res images the low-res tokens
         are edited, then super-res runs with the edit prompt (paper §3.3)."""
@@ -135,10 +151,12 @@ class SuperResolutionPipelineMixin:
                             guidance_scale=guidance_scale, top_k=top_k, negative_prompts=negative_prompts,
                             masks=low_masks, seed=seed, return_tokens=True,
                             **{k: v for k, v in kwargs.items() if k != "return_tokens"})
-        sr_guidance = guidance_scale if super_resolution_guidance_scale is None else super_resolution_guidance_scale
+        steps, sr_guidance = self._super_resolution_settings(
+            super_resolution_steps, super_resolution_guidance_scale, guidance_scale
+        )
         n = len(base["token_ids"])
         prompts = [prompts] * n if isinstance(prompts, str) else prompts
-        return self._second_stage(base, prompts, negative_prompts, super_resolution_steps, sr_guidance,
+        return self._second_stage(base, prompts, negative_prompts, steps, sr_guidance,
                                   dict(kwargs, seed=seed), "generate")
 
     # --------------------------------------------------------------- helpers
