@@ -245,7 +245,8 @@ def export_saved_model(task, path, version=1, num_steps=None, guidance_scale=Non
     target = _version_dir(path, version, overwrite)
     setting = task.sampling_setting
     num_steps, guidance_scale = setting("num_steps", num_steps), setting("guidance_scale", guidance_scale)
-    guidance_schedule, temperature = setting("guidance_schedule", guidance_schedule), setting("temperature", temperature)
+    guidance_schedule = setting("guidance_schedule", guidance_schedule)
+    temperature = setting("temperature", temperature)
     choice_temperature = setting("choice_temperature", choice_temperature)
     if super_resolution_steps is None and task.super_resolution is not None:
         super_resolution_steps = task.super_resolution.sampling_setting("num_steps")

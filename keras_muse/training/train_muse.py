@@ -24,6 +24,7 @@ from keras_muse.models.text.t5_text_encoder import MuseTextEncoder
 from keras_muse.models.text.text_preprocessor import UNCONDITIONAL_PROMPT
 from keras_muse.models.vqgan.vqgan import VQGAN
 from keras_muse.training.train_vqgan import warmup_cosine
+from keras_muse.training.warm_start import warm_start
 
 
 def object_token_mask(images, factor, threshold=40):
@@ -209,8 +210,6 @@ def train_muse(
         text_dim=encoder.hidden_dim, dropout=dropout,
     )
     if init_from:
-        from keras_muse.training.warm_start import warm_start
-
         warm_start(backbone, init_from)
     task = MuseTextToImage(
         backbone, text_encoder=encoder, vqgan=vqgan, trainable_text_encoder=True,

@@ -67,10 +67,10 @@ def reconstruction_alignment(reconstructions, captions):
     """The shapes judge's prompt alignment on the tokenizer's reconstructions
     of real scenes: the most a transformer over these tokens can reach."""
     from keras_muse.metrics.alignment import score_alignment
+    from keras_muse.metrics.evaluation import ALIGNMENT_KEYS
 
     report = score_alignment(reconstructions, list(captions))
-    keys = ("color", "shape", "size", "position", "count", "all")
-    return {k: report[k] for k in keys if report.get(k) is not None}
+    return {k: report[k] for k in (*ALIGNMENT_KEYS, "all") if report.get(k) is not None}
 
 
 def comparison_grid(originals, reconstructions, columns=8):
