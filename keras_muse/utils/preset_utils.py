@@ -20,6 +20,7 @@ import shutil
 import uuid
 
 import keras
+import numpy as np
 
 from keras_muse.backend.deferred_init import load_with_deferred_init
 
@@ -80,6 +81,42 @@ def atomic_directory(path):
             os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _config_without_name(obj):
+    # Keras names objects uniquely ("vqgan", "vqgan_1"), and each task sets
+    # its components' `trainable`: neither is part of the saved model.
+    config = dict(obj.get_config())
+    config.pop("name", None)
+    config.pop("trainable", None)
+    return config
+
+
+def same_model(a, b):
+    """True when `a` and `b` would save to the same preset: the same object,
+    or the same class, config, weights and preprocessor (e.g. one text
+    encoder loaded twice from a preset). Lets a multi-model preset save a
+    shared component once."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or _config_without_name(a) != _config_without_name(b):
+        return False
+    wa, wb = a.weights, b.weights
+    if len(wa) != len(wb):
+        return False
+    for x, y in zip(wa, wb):
+        if tuple(x.shape) != tuple(y.shape) or not np.array_equal(
+            keras.ops.convert_to_numpy(x), keras.ops.convert_to_numpy(y)
+        ):
+            return False
+    pa, pb = getattr(a, "preprocessor", None), getattr(b, "preprocessor", None)
+    if pa is pb:
+        return True
+    if pa is None or pb is None or type(pa) is not type(pb) or _config_without_name(pa) != _config_without_name(pb):
+        return False
+    # The vocabulary is an asset, outside the config.
+    ta, tb = getattr(pa, "tokenizer", None), getattr(pb, "tokenizer", None)
+    return getattr(ta, "proto", None) == getattr(tb, "proto", None)
 
 
 class PresetMixin:

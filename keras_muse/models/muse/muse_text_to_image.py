@@ -29,6 +29,7 @@ from keras_muse.models.vqgan.vqgan import VQGAN
 from keras_muse.models.muse.muse_presets import MUSE_TEXT_TO_IMAGE_PRESETS
 from keras_muse.utils.preset_utils import PACKAGE_PRESET_DIR
 from keras_muse.utils.preset_utils import atomic_directory
+from keras_muse.utils.preset_utils import same_model
 from keras_muse.utils.untracked import Untracked
 
 TASK_CONFIG_FILE = "task.json"
@@ -577,29 +578,82 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
           super_resolution/                              MuseSuperResolution (a task preset)
           task.json                                      the task's settings
         ```
+        The super-res stage's text encoder and low-res VQGAN are most often
+        the base model's own (same object, or same config and weights): they
+        are then saved once, and the super-res task.json points at them
+        (`"../text_encoder"`), so a T5-XXL is not written twice.
         A crash mid-save leaves any previous preset at `preset_dir` intact.
         """
         with atomic_directory(preset_dir) as tmp:
-            self.backbone.save_to_preset(tmp)
-            components = {}
-            for name, _ in self.component_classes:
-                model = getattr(self, name)
-                if model is not None:
-                    model.save_to_preset(os.path.join(tmp, name))
-                    components[name] = name
-            if getattr(self, "super_resolution", None) is not None:
-                self.super_resolution.save_to_preset(os.path.join(tmp, "super_resolution"))
-                components["super_resolution"] = "super_resolution"
-            with open(os.path.join(tmp, TASK_CONFIG_FILE), "w", encoding="utf-8") as f:
-                json.dump(
-                    {
-                        "registered_name": keras.saving.get_registered_name(type(self)),
-                        "config": self._task_settings(),
-                        "components": components,
-                    },
-                    f,
-                    indent=2,
-                )
+            self._save_task(tmp)
+
+    # The super-res component that may be the base model's own: name in the
+    # super-res task -> name in this task.
+    _shareable_with_super_resolution = (("text_encoder", "text_encoder"), ("low_res_vqgan", "vqgan"))
+
+    def _save_task(self, path, shared=None):
+        """Writes the task into `path` (an existing directory). `shared`:
+        component name -> path (relative to `path`) of an equal model saved
+        elsewhere in the same preset, written as a reference instead."""
+        shared = dict(shared or {})
+        self.backbone.save_to_preset(path)
+        components = {}
+        for name, _ in self.component_classes:
+            model = getattr(self, name)
+            if model is None:
+                continue
+            if name in shared:
+                components[name] = shared[name]
+            else:
+                model.save_to_preset(os.path.join(path, name))
+                components[name] = name
+        sr = getattr(self, "super_resolution", None)
+        if sr is not None:
+            sr_shared = {}
+            for sr_name, own_name in self._shareable_with_super_resolution:
+                theirs, ours = getattr(sr, sr_name, None), getattr(self, own_name, None)
+                if theirs is not None and ours is not None and same_model(theirs, ours):
+                    sr_shared[sr_name] = "../" + components[own_name]
+            os.makedirs(os.path.join(path, "super_resolution"))
+            sr._save_task(os.path.join(path, "super_resolution"), shared=sr_shared)
+            components["super_resolution"] = "super_resolution"
+        with open(os.path.join(path, TASK_CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(
+                {
+                    "registered_name": keras.saving.get_registered_name(type(self)),
+                    "config": self._task_settings(),
+                    "components": components,
+                },
+                f,
+                indent=2,
+            )
+
+    @classmethod
+    def _shared_components_of(cls, sr_dir, preset, components, loaded, trains_text_encoder):
+        """The loaded components that the super-res task.json at `sr_dir`
+        points at (e.g. "../text_encoder"), to pass to its `from_preset` so
+        one model serves both stages. A text encoder that either stage
+        trains is not shared: training the base model's must not move the
+        super-res model's conditioning (that stage then loads its own copy
+        from the same files)."""
+        try:
+            with open(os.path.join(sr_dir, TASK_CONFIG_FILE), encoding="utf-8") as f:
+                spec = json.load(f)
+            sr_components = dict(spec.get("components", {}))
+            sr_trains = bool(dict(spec.get("config", {})).get("trainable_text_encoder", False))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}  # the super-res from_preset names what is wrong
+        shared = {}
+        for sr_name, own_name in cls._shareable_with_super_resolution:
+            rel = sr_components.get(sr_name)
+            if rel is None or own_name not in components or own_name not in loaded:
+                continue
+            if own_name == "text_encoder" and (trains_text_encoder or sr_trains):
+                continue
+            theirs = os.path.realpath(os.path.join(sr_dir, rel))
+            if theirs == os.path.realpath(os.path.join(preset, components[own_name])):
+                shared[sr_name] = loaded[own_name]
+        return shared
 
     @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
@@ -639,18 +693,36 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
             raise ValueError(
                 f"`preset` {preset!r} holds a {spec.get('registered_name')!r}, not a {cls.__name__}."
             )
+        for name, rel in components.items():
+            if not isinstance(rel, str) or not os.path.isdir(os.path.join(preset, rel)):
+                raise ValueError(
+                    f"`preset` {preset!r}: {TASK_CONFIG_FILE} names component {name!r} at {rel!r}, "
+                    "which is not a directory of the preset (missing or corrupt preset)."
+                )
         backbone = cls.backbone_cls.from_preset(preset, load_weights=load_weights)
+        # Components passed in (by a parent preset that shares them) are used
+        # as they are, not loaded a second time.
         loaded = {}
         for name, model_cls in cls.component_classes:
-            if name in components:
+            if name in kwargs:
+                loaded[name] = kwargs.pop(name)
+            elif name in components:
                 loaded[name] = model_cls.from_preset(
                     os.path.join(preset, components[name]), load_weights=load_weights
                 )
         if "super_resolution" in components:
             from keras_muse.models.muse.muse_super_resolution import MuseSuperResolution
 
+            sr_dir = os.path.join(preset, components["super_resolution"])
             loaded["super_resolution"] = MuseSuperResolution.from_preset(
-                os.path.join(preset, components["super_resolution"]), load_weights=load_weights
+                sr_dir,
+                load_weights=load_weights,
+                **cls._shared_components_of(
+                    sr_dir, preset, components, loaded,
+                    trains_text_encoder=kwargs.get(
+                        "trainable_text_encoder", settings.get("trainable_text_encoder", False)
+                    ),
+                ),
             )
         settings.update(kwargs)
         return cls(backbone=backbone, **loaded, **settings)

@@ -1,6 +1,10 @@
 """The two-stage pipeline: base (16x16 images, 4x4 tokens) -> super-res
 (32x32 images, 8x8 tokens) -> the high-res decoder (§2.4, §3.3)."""
 
+import json
+import os
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -108,3 +112,67 @@ def test_mismatched_stages(preprocessor):
         MuseTextToImage(make_tiny_muse_backbone(), super_resolution=sr)
     with pytest.raises(ValueError, match="MuseSuperResolution"):
         MuseTextToImage(make_tiny_muse_backbone(), super_resolution=make_tiny_muse_backbone())
+
+
+def _sr_components(preset_dir):
+    with open(preset_dir / "super_resolution" / "task.json") as f:
+        return json.load(f)["components"]
+
+
+def test_shared_components_are_saved_once(preprocessor, tmp_path):
+    # Equal models in other objects (as after loading each stage on its
+    # own); the base model trains its text encoder, the super-res one not.
+    encoder, sr_encoder = make_tiny_text_encoder(preprocessor), make_tiny_text_encoder(preprocessor)
+    vqgan, low_res_copy = make_vqgan(factor=4), make_vqgan(factor=4)
+    low_res_copy.set_weights(vqgan.get_weights())
+    keras.utils.set_random_seed(1)
+    sr = MuseSuperResolution(MuseSuperResBackbone.from_preset("muse_super_res_tiny", load_weights=False),
+                             text_encoder=sr_encoder, vqgan=make_vqgan(factor=4), low_res_vqgan=low_res_copy)
+    task = MuseTextToImage(make_tiny_muse_backbone(), text_encoder=encoder, vqgan=vqgan, super_resolution=sr,
+                           trainable_text_encoder=True)
+    task.save_to_preset(tmp_path / "p")
+    assert _sr_components(tmp_path / "p") == {
+        "text_encoder": "../text_encoder", "vqgan": "vqgan", "low_res_vqgan": "../vqgan"}
+    assert sorted(os.listdir(tmp_path / "p" / "super_resolution")) == [
+        "config.json", "metadata.json", "model.weights.h5", "task.json", "vqgan"]
+
+    loaded = MuseTextToImage.from_preset(tmp_path / "p")
+    assert loaded.super_resolution.low_res_vqgan is loaded.vqgan
+    # The base model trains its text encoder: the super-res stage gets its
+    # own copy, so that training cannot move its conditioning.
+    assert loaded.super_resolution.text_encoder is not loaded.text_encoder
+    assert loaded.text_encoder.trainable and not loaded.super_resolution.text_encoder.trainable
+    a = task.generate(PROMPTS, num_steps=2, seed=3, return_tokens=True)
+    b = loaded.generate(PROMPTS, num_steps=2, seed=3, return_tokens=True)
+    np.testing.assert_array_equal(a["token_ids"], b["token_ids"])
+    # Frozen in both stages: one object serves both.
+    frozen = MuseTextToImage.from_preset(tmp_path / "p", trainable_text_encoder=False)
+    assert frozen.super_resolution.text_encoder is frozen.text_encoder
+    # The super-res stage still loads on its own: the references resolve.
+    alone = MuseSuperResolution.from_preset(tmp_path / "p" / "super_resolution")
+    for x, y in zip(alone.low_res_vqgan.get_weights(), vqgan.get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_different_components_are_saved_apart(preprocessor, tmp_path):
+    vqgan, other = make_vqgan(factor=4), make_vqgan(factor=4)
+    weights = other.get_weights()
+    weights[0] = weights[0] + 1.0  # equal config, other weights: another model
+    other.set_weights(weights)
+    sr = MuseSuperResolution(MuseSuperResBackbone.from_preset("muse_super_res_tiny", load_weights=False),
+                             text_encoder=make_tiny_text_encoder(preprocessor), vqgan=make_vqgan(factor=4),
+                             low_res_vqgan=other)
+    task = MuseTextToImage(make_tiny_muse_backbone(), text_encoder=make_tiny_text_encoder(preprocessor),
+                           vqgan=vqgan, super_resolution=sr)
+    task.save_to_preset(tmp_path / "p")
+    assert _sr_components(tmp_path / "p")["low_res_vqgan"] == "low_res_vqgan"
+    loaded = MuseTextToImage.from_preset(tmp_path / "p")
+    assert loaded.super_resolution.low_res_vqgan is not loaded.vqgan
+    np.testing.assert_array_equal(loaded.super_resolution.low_res_vqgan.get_weights()[0], weights[0])
+
+
+def test_missing_component_directory_is_named(pipeline, tmp_path):
+    pipeline.save_to_preset(tmp_path / "p")
+    shutil.rmtree(tmp_path / "p" / "vqgan")
+    with pytest.raises(ValueError, match="'vqgan'.*not a directory"):
+        MuseTextToImage.from_preset(tmp_path / "p")
