@@ -83,7 +83,7 @@ def atomic_directory(path):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _config_without_name(obj):
+def _model_config(obj):
     # Keras names objects uniquely ("vqgan", "vqgan_1"), and each task sets
     # its components' `trainable`: neither is part of the saved model.
     config = dict(obj.get_config())
@@ -99,7 +99,7 @@ def same_model(a, b):
     shared component once."""
     if a is b:
         return True
-    if type(a) is not type(b) or _config_without_name(a) != _config_without_name(b):
+    if type(a) is not type(b) or _model_config(a) != _model_config(b):
         return False
     wa, wb = a.weights, b.weights
     if len(wa) != len(wb):
@@ -112,7 +112,7 @@ def same_model(a, b):
     pa, pb = getattr(a, "preprocessor", None), getattr(b, "preprocessor", None)
     if pa is pb:
         return True
-    if pa is None or pb is None or type(pa) is not type(pb) or _config_without_name(pa) != _config_without_name(pb):
+    if pa is None or pb is None or type(pa) is not type(pb) or _model_config(pa) != _model_config(pb):
         return False
     # The vocabulary is an asset, outside the config.
     ta, tb = getattr(pa, "tokenizer", None), getattr(pb, "tokenizer", None)

@@ -592,7 +592,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
     _shareable_with_super_resolution = (("text_encoder", "text_encoder"), ("low_res_vqgan", "vqgan"))
 
     def _save_task(self, path, shared=None):
-        """Writes the task into `path` (an existing directory). `shared`:
+        """Writes the task into the new directory `path`. `shared`:
         component name -> path (relative to `path`) of an equal model saved
         elsewhere in the same preset, written as a reference instead."""
         shared = dict(shared or {})
@@ -614,7 +614,6 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
                 theirs, ours = getattr(sr, sr_name, None), getattr(self, own_name, None)
                 if theirs is not None and ours is not None and same_model(theirs, ours):
                     sr_shared[sr_name] = "../" + components[own_name]
-            os.makedirs(os.path.join(path, "super_resolution"))
             sr._save_task(os.path.join(path, "super_resolution"), shared=sr_shared)
             components["super_resolution"] = "super_resolution"
         with open(os.path.join(path, TASK_CONFIG_FILE), "w", encoding="utf-8") as f:
