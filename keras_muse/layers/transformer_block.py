@@ -159,6 +159,18 @@ class MuseAttention(keras.layers.Layer):
             _split_heads(apply_on_tokens(self.value, context), self.num_heads, self.key_dim),
         )
 
+    def single_position_output(self, context):
+        """What attention over a context of ONE position returns, for every
+        query: the softmax over a single key is 1, so the output is that
+        position's value through the output projection, whatever the
+        queries. `context` [B, 1, D] -> [B, 1, hidden].
+
+        Why: the unconditional half of a guided batch attends to the empty
+        prompt, one real position; its cross-attention is a constant per
+        layer, not a [N, L] attention per step.
+        """
+        return apply_on_tokens(self.output_dense, apply_on_tokens(self.value, context))
+
     def _query_key_value_mask(self, x, context, context_mask, key_value):
         q = _split_heads(apply_on_tokens(self.query, x), self.num_heads, self.key_dim)
         if key_value is None:
@@ -214,7 +226,11 @@ class MuseTransformerBlock(keras.layers.Layer):
 
     Call args: `x` [B, N, hidden]; `context` [B, L, hidden] and
     `context_mask` [B, L] (True = real token) for cross-attention, or
-    `cross_key_value` from `cross_key_value(context)` computed once.
+    `cross_key_value` from `cross_key_value(context)` computed once. That
+    may also be `cross_key_value(context, single_position=c)`: a dict
+    whose keys/values cover the first rows of `x` (and `context_mask`
+    only those rows), while the remaining rows attend to a context of one
+    position `c` [R, 1, hidden] and take its constant output.
 
     Example:
     ```python
@@ -293,9 +309,31 @@ class MuseTransformerBlock(keras.layers.Layer):
         self.mlp_out.build((None, None, self.mlp_dim))
         self.built = True
 
-    def cross_key_value(self, context):
-        """Keys/values of the context for this block: compute once, reuse."""
-        return self.cross_attn.key_value(context)
+    def cross_key_value(self, context, single_position=None):
+        """Keys/values of the context for this block: compute once, reuse.
+
+        With `single_position` ([R, 1, hidden], each row's only real
+        context position), R more rows of `x` follow the `context` rows and
+        get `MuseAttention.single_position_output` instead of attention.
+        """
+        key_value = self.cross_attn.key_value(context)
+        if single_position is None:
+            return key_value
+        return {"key_value": key_value, "single_position_output": self.cross_attn.single_position_output(single_position)}
+
+    def _cross_attend(self, x, context, context_mask, cross_key_value, training):
+        if not isinstance(cross_key_value, dict):
+            h = self.cross_norm(x)
+            return x + self.cross_attn(
+                h, context=context, context_mask=context_mask, key_value=cross_key_value, training=training
+            )
+        key_value, constant = cross_key_value["key_value"], cross_key_value["single_position_output"]
+        rows = key_value[0].shape[0]
+        attended = self.cross_attn(
+            self.cross_norm(x[:rows]), context_mask=context_mask, key_value=key_value, training=training
+        )
+        tail = x[rows:] + ops.cast(constant, x.dtype)
+        return ops.concatenate([x[:rows] + attended, tail], axis=0)
 
     def _self_attend(self, x, training=False):
         h = self.self_norm(x)
@@ -321,14 +359,7 @@ class MuseTransformerBlock(keras.layers.Layer):
                     "This block cross-attends: pass `context` (and `context_mask`) "
                     "or a precomputed `cross_key_value`."
                 )
-            h = self.cross_norm(x)
-            x = x + self.cross_attn(
-                h,
-                context=context,
-                context_mask=context_mask,
-                key_value=cross_key_value,
-                training=training,
-            )
+            x = self._cross_attend(x, context, context_mask, cross_key_value, training)
         h = apply_on_tokens(self.mlp_in, self.mlp_norm(x))
         h = ops.gelu(h, approximate=True)
         x = x + self.mlp_drop(apply_on_tokens(self.mlp_out, h), training=training)

@@ -139,3 +139,28 @@ def test_inference_attention_equals_the_training_form():
     v2[0, 3:] = -100.0
     np.testing.assert_allclose(np.asarray(attention(q, k2, v2, mask=mask)),
                                np.asarray(attention(q, k, v, mask=mask)), atol=1e-5)
+
+
+def test_single_position_rows_take_the_constant_cross_attention_output():
+    # Rows whose context has one real position: cross-attention returns that
+    # position's projected value for every query, so the block's shortcut
+    # (`cross_key_value(context, single_position=...)`) must equal attending.
+    x, context, mask = _inputs()
+    rng = np.random.default_rng(5)
+    x = np.concatenate([x, rng.normal(size=x.shape).astype("float32")])
+    null = rng.normal(size=(2, 5, 16)).astype("float32")
+    null_mask = np.zeros((2, 5), bool)
+    null_mask[0, 0] = null_mask[1, 3] = True
+    block = MuseTransformerBlock(16, 4, 32)
+    full = np.asarray(
+        block(x, context=np.concatenate([context, null]), context_mask=np.concatenate([mask, null_mask]))
+    )
+    single = np.stack([null[0, 0], null[1, 3]])[:, None]
+    kv = block.cross_key_value(context, single_position=single)
+    short = np.asarray(block(x, context_mask=mask, cross_key_value=kv))
+    np.testing.assert_allclose(short, full, atol=1e-5)
+    # The constant is what the rows get: another single position changes them.
+    kv2 = block.cross_key_value(context, single_position=single + 1.0)
+    other = np.asarray(block(x, context_mask=mask, cross_key_value=kv2))
+    np.testing.assert_allclose(other[:2], short[:2], atol=1e-6)
+    assert np.abs(other[2:] - short[2:]).max() > 1e-3

@@ -148,9 +148,13 @@ class MaskedTokenTransformerMixin:
             x = block(x, context=context, context_mask=context_mask)
         return ops.stack(maps)
 
-    def context_key_values(self, context):
-        """Context [B, L, hidden] -> per-layer cross-attention (keys, values)."""
-        return [block.cross_key_value(context) for block in self.transformer_layers]
+    def context_key_values(self, context, single_position=None):
+        """Context [B, L, hidden] -> per-layer cross-attention (keys, values).
+
+        `single_position` [R, 1, hidden]: R more rows follow whose context is
+        that one position (`MuseTransformerBlock.cross_key_value`).
+        """
+        return [block.cross_key_value(context, single_position) for block in self.transformer_layers]
 
     def features_step(self, token_ids, key_values, context_mask, training=False):
         """Head features for `token_ids` given precomputed context

@@ -105,11 +105,27 @@ class MuseBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMixin, Bac
         self.tie_embeddings = tie_embeddings
         self.layer_norm_epsilon = layer_norm_epsilon
 
-    def conditioning_key_values(self, text_embeddings, text_padding_mask):
+    # The sampler may pass `single_position_rows` (see below).
+    single_position_guidance = True
+
+    def conditioning_key_values(self, text_embeddings, text_padding_mask, single_position_rows=0):
         """The text's per-layer cross-attention keys/values and their mask,
-        computed once per generation (`logits_step` reads them)."""
-        kv = self.context_key_values(self.project_text(text_embeddings))
-        return kv, ops.cast(text_padding_mask, "bool")
+        computed once per generation (`logits_step` reads them).
+
+        `single_position_rows` (static int R): the last R rows have exactly
+        one real text position (the empty prompt of a guided batch's
+        unconditional half). Their cross-attention is the same vector for
+        every query and step, so it is computed here once, and the mask
+        returned covers the other rows only. Exact: softmax over one key is 1.
+        """
+        mask = ops.cast(text_padding_mask, "bool")
+        if not single_position_rows:
+            return self.context_key_values(self.project_text(text_embeddings)), mask
+        rows = text_embeddings.shape[0] - int(single_position_rows)
+        position = ops.argmax(ops.cast(mask[rows:], "int32"), axis=1)[:, None, None]
+        single = ops.take_along_axis(text_embeddings[rows:], position, axis=1)
+        kv = self.context_key_values(self.project_text(text_embeddings[:rows]), self.project_text(single))
+        return kv, mask[:rows]
 
     def text_key_values(self, text_embeddings):
         """Projected text -> per-layer cross-attention (keys, values)."""

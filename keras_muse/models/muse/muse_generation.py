@@ -80,14 +80,17 @@ class MuseGenerationMixin:
     def generation_step(self, text_inputs, text_padding_mask, null_inputs, null_padding_mask,
                         token_ids, token_mask, seed, guidance_scale, temperature, choice_temperature,
                         *conditions, mode, num_steps, use_guidance, guidance_schedule, top_k, top_p,
-                        return_history, from_embeddings, edit_fraction=0.08):
+                        return_history, from_embeddings, edit_fraction=0.08, single_position_null=False):
         """Traceable: prompts' token ids (or embeddings) + an initial token
         grid -> `{"token_ids", "images", "history"}`. `mode` "decode" fills
         the `token_mask` positions by parallel decoding; "edit" runs
         `num_steps` rounds of mask-free editing over them. `conditions` are
         the backbone's extra per-example inputs (the super-res model's
         low-res token ids), shared by the conditional and unconditional
-        halves of the guided batch."""
+        halves of the guided batch. `single_position_null`: every
+        unconditional (negative) prompt has one real position (the empty
+        prompt does), so that half's cross-attention is a constant computed
+        once (`MuseBackbone.conditioning_key_values`)."""
         self._generate_traces += 1
         backbone = self.backbone
         batch = text_inputs.shape[0]
@@ -105,7 +108,10 @@ class MuseGenerationMixin:
         if use_guidance:
             conditions = [ops.concatenate([c, c], axis=0) for c in conditions]
         # Keys/values of the context for every layer, once per generation.
-        key_values, context_mask = backbone.conditioning_key_values(embeddings, text_padding_mask, *conditions)
+        single = {"single_position_rows": batch} if use_guidance and single_position_null else {}
+        key_values, context_mask = backbone.conditioning_key_values(
+            embeddings, text_padding_mask, *conditions, **single
+        )
 
         def logits_fn(ids, step):
             if not use_guidance:
@@ -420,8 +426,16 @@ class MuseGenerationMixin:
         batch_size = min(_positive_int("batch_size", batch_size), n)
         if seed is None:
             seed = int(np.random.default_rng().integers(0, 2**31 - 1))
+        # Static: whether the guided batch's second half sees one text
+        # position per row (the empty prompt), which the base model's
+        # cross-attention computes once instead of every step.
+        single_position_null = bool(
+            use_guidance and getattr(self.backbone, "single_position_guidance", False)
+            and np.all(np.sum(np.asarray(negative[1], bool), axis=1) == 1)
+        )
         fn = self._generation_function(
             mode=mode, num_steps=num_steps, use_guidance=bool(use_guidance),
+            single_position_null=single_position_null,
             guidance_schedule=guidance_schedule, top_k=None if top_k is None else int(top_k),
             top_p=None if top_p is None else float(top_p), return_history=bool(return_history),
             from_embeddings=bool(from_embeddings), edit_fraction=float(edit_fraction),

@@ -207,3 +207,31 @@ def test_editing_bad_inputs(task):
     no_vqgan = MuseTextToImage(make_tiny_muse_backbone(), text_encoder=task.text_encoder)
     with pytest.raises(ValueError, match="vqgan"):
         no_vqgan.inpaint(images, np.ones((16, 16), bool), PROMPTS)
+
+
+def test_single_position_unconditional_half_is_exact(task, monkeypatch):
+    # The empty prompt has one real position, so the guided batch's second
+    # half takes a constant cross-attention output; sampling must not change.
+    _, null_mask = task.text_encoder.encode_text([""])
+    assert int(np.sum(null_mask)) == 1
+    fast = _tokens(task, guidance_scale=3.0)
+    logits_fast = _guided_logits(task)
+    monkeypatch.setattr(type(task.backbone), "single_position_guidance", False)
+    task.__dict__.pop("_generate_functions", None)
+    np.testing.assert_array_equal(_tokens(task, guidance_scale=3.0), fast)
+    np.testing.assert_allclose(_guided_logits(task), logits_fast, atol=1e-4)
+
+
+def _guided_logits(task):
+    """The first decoding step's guided logits, as the compiled sampler forms them."""
+    import keras
+
+    backbone = task.backbone
+    emb, mask = task.text_encoder.encode_text(PROMPTS)
+    null, null_mask = task.text_encoder.encode_text(["", ""])
+    both, both_mask = np.concatenate([emb, null]), np.concatenate([mask, null_mask])
+    single = {"single_position_rows": 2} if backbone.single_position_guidance else {}
+    kv, context_mask = backbone.conditioning_key_values(both, both_mask, **single)
+    ids = np.full((4, 16), 64, "int32")
+    features = keras.ops.convert_to_numpy(backbone.features_step(ids, kv, context_mask))
+    return keras.ops.convert_to_numpy(backbone.token_logits(4 * features[:2] - 3 * features[2:]))
