@@ -85,13 +85,15 @@ def masked_token_loss(labels, logits, mask, label_smoothing=0.0):
             f"Received: label_smoothing={label_smoothing}"
         )
     labels, logits, weights, is_masked = _prepare(labels, logits, mask)
-    log_probs = ops.log_softmax(logits, axis=-1)
-    label_log_probs = ops.take_along_axis(
-        log_probs, ops.expand_dims(labels, -1), axis=-1
-    )
-    per_token = -ops.squeeze(label_log_probs, -1)
+    # -log p_v = lse - l_v, so the loss needs the log-sum-exp, the label's
+    # logit and (with smoothing) the mean logit: no [.., V] log-probabilities
+    # are formed, and the gradient is one pass, softmax - target.
+    peak = ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
+    lse = ops.log(ops.sum(ops.exp(logits - peak), axis=-1)) + ops.squeeze(peak, -1)
+    label_logits = ops.squeeze(ops.take_along_axis(logits, ops.expand_dims(labels, -1), axis=-1), -1)
+    per_token = lse - label_logits
     if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0.0):
-        uniform_ce = -ops.mean(log_probs, axis=-1)
+        uniform_ce = lse - ops.mean(logits, axis=-1)
         per_token = (1.0 - label_smoothing) * per_token + label_smoothing * uniform_ce
     return _weighted_mean(per_token, weights, is_masked)
 

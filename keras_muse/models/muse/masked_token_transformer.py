@@ -11,8 +11,8 @@ each; the backbones differ only in what the context is (projected text, or
 import keras
 import numpy as np
 from keras import ops
-from keras_hub.layers import ReversibleEmbedding
 
+from keras_muse.layers.reversible_embedding import ReversibleEmbedding
 from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
 from keras_muse.layers.transformer_block import MuseTransformerBlock
 from keras_muse.layers.transformer_block import apply_on_tokens
@@ -36,7 +36,7 @@ class MaskedTokenTransformerMixin:
                              mlp_dim, dropout, tie_embeddings, layer_norm_epsilon, dtype,
                              attention_window=None):
         self.token_embedding = ReversibleEmbedding(
-            codebook_size + 1,  # + [MASK]
+            codebook_size,  # + [MASK], an input only
             hidden_dim,
             tie_weights=tie_embeddings,
             embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
@@ -109,23 +109,10 @@ class MaskedTokenTransformerMixin:
         A plain product with the (tied or separate) output embedding, so
         classifier-free guidance can combine features instead of logits:
         ((1+t)·f_c − t·f_u)·Eᵀ = (1+t)·ℓ_c − t·ℓ_u at half the cost of the
-        largest matmul of a sampling step.
+        largest matmul of a sampling step. The [MASK] id is an input only:
+        `keras_muse.layers.ReversibleEmbedding` never predicts it.
         """
-        layer = self.token_embedding
-        if isinstance(features, keras.KerasTensor) or getattr(layer, "quantization_mode", None):
-            logits = apply_on_tokens(layer, features, reverse=True)
-            # The [MASK] id is an input only: never predicted.
-            return ops.cast(logits[..., : layer.input_dim - 1], "float32")
-        # Only the codebook's rows: the [MASK] row would make the product
-        # V+1 wide (8193: 15 % slower on XLA:CPU than 8192) and need a slice.
-        if layer.tie_weights:
-            kernel = ops.transpose(layer.embeddings[: layer.input_dim - 1])
-        else:
-            kernel = layer.reverse_embeddings[:, : layer.input_dim - 1]
-        shape = ops.shape(features)
-        flat = ops.reshape(features, (-1, shape[-1]))
-        logits = ops.matmul(flat, ops.cast(kernel, flat.dtype))
-        return ops.cast(ops.reshape(logits, (*shape[:-1], logits.shape[-1])), "float32")
+        return ops.cast(apply_on_tokens(self.token_embedding, features, reverse=True), "float32")
 
     def logits_from_hidden(self, x):
         return self.token_logits(self.head_features(x))
