@@ -2,6 +2,7 @@ from keras_muse.layers.resnet_block import ResnetBlock
 from keras_muse.layers.vector_quantizer import VectorQuantizer
 from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
 from keras_muse.layers.reversible_embedding import ReversibleEmbedding
+from keras_muse.layers.layer_normalization import LayerNormalization
 from keras_muse.layers.transformer_block import MuseAttention
 from keras_muse.layers.transformer_block import MuseTransformerBlock
 from keras_muse.layers.masked_token_loss import masked_token_accuracy

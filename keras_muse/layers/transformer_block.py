@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+from keras_muse.layers.layer_normalization import LayerNormalization
+
 
 def apply_on_tokens(layer, x, **kwargs):
     """`layer(x)` for `x` [..., D], computed on the 2-D [tokens, D] view.
@@ -283,7 +285,7 @@ class MuseTransformerBlock(keras.layers.Layer):
         key_dim = hidden_dim // num_heads
 
         def norm(name):
-            return keras.layers.LayerNormalization(
+            return LayerNormalization(
                 epsilon=layer_norm_epsilon, dtype=policy, name=name
             )
 

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_muse.layers.layer_normalization import LayerNormalization
 from keras_muse.layers.reversible_embedding import ReversibleEmbedding
 from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
 from keras_muse.layers.transformer_block import MuseTransformerBlock
@@ -44,7 +45,7 @@ class MaskedTokenTransformerMixin:
             name="token_embedding",
         )
         self.position_embedding = PositionEmbedding2D(grid, dtype=dtype, name="position_embedding")
-        self.embeddings_norm = keras.layers.LayerNormalization(
+        self.embeddings_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="embeddings_norm"
         )
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=dtype, name="embeddings_dropout")
@@ -52,7 +53,7 @@ class MaskedTokenTransformerMixin:
         # Normalized like the token stream: without it the projected text was
         # ~40x smaller than the embedded tokens (norms 0.3 vs 11 in a trained
         # shapes model) and cross-attention carried almost nothing.
-        self.text_norm = keras.layers.LayerNormalization(
+        self.text_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="text_norm"
         )
         # With `attention_window`, self-attention alternates block / grid
@@ -68,11 +69,11 @@ class MaskedTokenTransformerMixin:
             )
             for i in range(num_layers)
         ]
-        self.final_norm = keras.layers.LayerNormalization(
+        self.final_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
         )
         self.head_dense = keras.layers.Dense(hidden_dim, dtype=dtype, name="head_dense")
-        self.head_norm = keras.layers.LayerNormalization(
+        self.head_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="head_norm"
         )
 

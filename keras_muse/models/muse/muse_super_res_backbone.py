@@ -2,6 +2,7 @@ import keras
 from keras import ops
 from keras_hub.models import Backbone
 
+from keras_muse.layers.layer_normalization import LayerNormalization
 from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
 from keras_muse.layers.transformer_block import MuseTransformerBlock
 from keras_muse.layers.transformer_block import apply_on_tokens
@@ -112,7 +113,7 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMi
         self.low_res_position_embedding = PositionEmbedding2D(
             low_grid, dtype=dtype, name="low_res_position_embedding"
         )
-        self.low_res_embeddings_norm = keras.layers.LayerNormalization(
+        self.low_res_embeddings_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="low_res_embeddings_norm"
         )
         self.low_res_layers = [
@@ -123,7 +124,7 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMi
             )
             for i in range(low_res_num_layers)
         ]
-        self.low_res_final_norm = keras.layers.LayerNormalization(
+        self.low_res_final_norm = LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="low_res_final_norm"
         )
         if aligned_low_res:
