@@ -27,13 +27,16 @@ windowed super-res model (XLA also counts norms, GELU and softmax).
 """
 
 
+def _cross(n, d, context_len):
+    """Cross-attention of n tokens over context_len positions, per step."""
+    return 2 * 2 * n * d * d + 2 * 2 * n * context_len * d  # q, out; scores, weights @ v
+
+
 def _block(n, d, mlp, context_len, attn_len):
     """One `MuseTransformerBlock` on n tokens, width d (cross-attention keys
     and values excluded: they belong to the context)."""
     self_attn = 4 * 2 * n * d * d + 2 * 2 * n * attn_len * d  # q, k, v, out; scores, weights @ v
-    cross = 0
-    if context_len:
-        cross = 2 * 2 * n * d * d + 2 * 2 * n * context_len * d  # q, out; scores, weights @ v
+    cross = _cross(n, d, context_len) if context_len else 0
     return self_attn + cross + 2 * 2 * n * d * mlp
 
 
@@ -56,12 +59,25 @@ def backbone_flops(backbone, text_len):
     return {"step": step + logits, "context": context, "logits": logits}
 
 
-def sampling_flops(backbone, text_len, batch, steps, guidance):
-    """FLOPs of one `generate` / `upsample` call of `batch` examples."""
+def sampling_flops(backbone, text_len, batch, steps, guidance, single_position_null=None):
+    """FLOPs of one `generate` / `upsample` call of `batch` examples.
+
+    `single_position_null` (default: guided and the backbone supports it,
+    as for the empty prompt): the unconditional half attends to one text
+    position, so it has no per-step cross-attention and a one-position
+    context (`MuseBackbone.conditioning_key_values`).
+    """
     f = backbone_flops(backbone, text_len)
     rows = batch * (2 if guidance else 1)
     # Guided: the transformer runs on both halves, the logits once.
-    return rows * (f["context"] + steps * f["step"]) - (rows - batch) * steps * f["logits"]
+    total = rows * (f["context"] + steps * f["step"]) - (rows - batch) * steps * f["logits"]
+    if single_position_null is None:
+        single_position_null = getattr(backbone, "single_position_guidance", False)
+    if guidance and single_position_null:
+        n, d, layers = backbone.num_tokens, backbone.hidden_dim, backbone.num_layers
+        one_position = 2 * backbone.text_dim * d + layers * 2 * 2 * d * d  # projection; value, out
+        total -= batch * (steps * layers * _cross(n, d, text_len) + f["context"] - one_position)
+    return total
 
 
 def train_step_flops(backbone, text_len, batch):
