@@ -31,7 +31,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
     def call(self, inputs):
         if not self._fast_path(len(inputs.shape)):
             return super().call(inputs)
-        # At least float32, as Keras computes normalization in half precision.
+        # Computed in at least float32, as Keras does for half-precision inputs.
         dtype = keras.backend.result_type(inputs.dtype, "float32")
         x = ops.cast(inputs, dtype)
         out = layer_norm(x, ops.cast(self.gamma, dtype), ops.cast(self.beta, dtype), self.epsilon)
