@@ -85,7 +85,11 @@ def test_step_breakdown_tiny(tmp_path):
         check=True, timeout=600, env={**os.environ, "KERAS_BACKEND": "jax"},
     )
     rows = {r["part"]: r for r in json.loads(out.read_text())["rows"]}
-    assert rows["block"]["fwd_bwd_ms"] > rows["block"]["fwd_ms"] > 0
+    # No ordering of the two timings: at this size (about 1 ms, one repeat)
+    # it is noise on a loaded machine. The rates must follow from the counts.
+    block = rows["block"]
+    assert block["fwd_ms"] > 0 and block["fwd_bwd_ms"] > 0
+    assert abs(block["fwd_gflops"] - block["gflop_fwd"] / block["fwd_ms"] * 1e3) <= 0.06 * block["fwd_gflops"] + 0.1
     assert all(r["gflop_fwd"] > 0 for r in rows.values())
 
 
