@@ -17,13 +17,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
     os.environ.get("KERAS_BACKEND", "jax") == "tensorflow",
     reason="already running on TensorFlow",
 )
-def test_layers_and_vqgan_training_on_tensorflow():
+@pytest.mark.parametrize(
+    "selection",
+    [
+        # Every backend-agnostic layer: seconds.
+        "not vqgan_training",
+        # The VQGAN train steps (the GAN's two optimizers through
+        # tf.GradientTape, decoder fine-tuning) add two and a half minutes:
+        # slow runs only.
+        pytest.param(
+            "vqgan_training and not adaptive and not perceptual and not evaluate and not bad_compile",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_layers_and_vqgan_training_on_tensorflow(selection):
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     cmd = [
         sys.executable, "-m", "pytest", "-q", "-x",
         os.path.join(HERE, "layers"),
         os.path.join(HERE, "models", "vqgan", "test_vqgan_training.py"),
-        "-k", "not adaptive and not perceptual and not evaluate and not bad_compile",
+        "-k", selection,
     ]
     result = subprocess.run(cmd, env=env, cwd=os.path.dirname(HERE), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -36,14 +50,14 @@ def test_layers_and_vqgan_training_on_tensorflow():
 @pytest.mark.parametrize(
     "selection",
     [
-        "learns or precomputed or vqgan",
-        pytest.param("same_seed or full_condition", marks=pytest.mark.slow),
+        "learns",
+        pytest.param("same_seed or full_condition or precomputed or vqgan", marks=pytest.mark.slow),
     ],
 )
 def test_muse_training_on_tensorflow(selection):
-    # The same train step (masking, condition dropout, joint text encoder,
-    # precomputed embeddings, attached VQGAN) through tf.GradientTape. The
-    # seed and full-dropout checks add two minutes: slow runs only.
+    # The same train step (masking, condition dropout, joint text encoder)
+    # through tf.GradientTape. Seeds, full dropout, precomputed embeddings and
+    # an attached VQGAN add three minutes: slow runs only.
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
     cmd = [
         sys.executable, "-m", "pytest", "-q", "-x",
@@ -83,10 +97,15 @@ print(json.dumps(out["token_ids"].tolist()))
     reason="already running on TensorFlow",
 )
 @pytest.mark.filterwarnings("ignore::keras_muse.models.text.PromptTruncationWarning")
+@pytest.mark.slow
 def test_greedy_generation_gives_the_same_tokens_on_jax_and_tensorflow(tmp_path):
     # With top_k=1 and no confidence noise the sampler is deterministic, so
     # the backends must agree token for token (with noise, their RNG streams
     # differ; test_sampler_on_tensorflow checks the distributions instead).
+    # Two processes compiling the whole sampler: slow runs only. The default
+    # run keeps the parts: backbone logits and VQGAN ids agree across
+    # backends (tests/models), and the sampler's schedule and distributions
+    # hold on TensorFlow (test_sampler_on_tensorflow).
     import json
 
     from helpers import make_tiny_muse_backbone
