@@ -45,6 +45,13 @@ def add_arguments(parser):
     parser.add_argument("--guidance-sweep", default=None,
                         help="comma-separated guidance scales, e.g. 0,1,2,3,5 (overrides --guidance-scale)")
     parser.add_argument("--steps", type=int, default=None, help="decoding steps (default: the preset's, else 24)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="token sampling temperature (default: the preset's, else 1.0)")
+    parser.add_argument("--choice-temperature", type=float, default=None,
+                        help="confidence-noise temperature, annealed to 0 (default: the preset's, else 4.5)")
+    parser.add_argument("--guidance-schedule", default=None, choices=("linear", "constant"),
+                        help="guidance ramp over the steps (default: the preset's, else linear)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--data-seed", type=int, default=DEFAULT_DATA_SEED, help="shapes dataset seed of the prompts")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -79,11 +86,21 @@ def mean_alignment(report):
     return float(np.mean(values)) if values else None
 
 
+# Sampler settings `evaluate` passes through to `generate` (and records).
+SAMPLING_OPTIONS = ("temperature", "choice_temperature", "guidance_schedule", "top_k")
+
+
 def evaluate(task, num_prompts=64, split="heldout", guidance_scales=None, num_steps=None, seed=0,
              data_seed=DEFAULT_DATA_SEED, batch_size=8, judge=None, inception=True, clip=True,
-             clip_preset="clip_vit_base_patch16", grid=None, plot=None, name=None, verbose=True):
+             clip_preset="clip_vit_base_patch16", grid=None, plot=None, name=None, verbose=True,
+             sampling=None):
     """Generates for `num_prompts` prompts of `split` at each guidance scale
-    and scores the images. Returns the report dict (see the module doc)."""
+    and scores the images. Returns the report dict (see the module doc).
+
+    `sampling`: optional dict of further `generate` settings
+    (`SAMPLING_OPTIONS`); unset ones are the task's defaults. The report's
+    "sampling" entry holds the values used, so sweeps over them stay
+    comparable."""
     from keras_muse.metrics import alignment
     from keras_muse.metrics import fid
     from keras_muse.metrics.attribute_classifier import ShapesAttributeClassifier
@@ -97,6 +114,13 @@ def evaluate(task, num_prompts=64, split="heldout", guidance_scales=None, num_st
     guidance_scales = [float(s) for s in guidance_scales]
     if not guidance_scales:
         raise ValueError("`guidance_scales` must name at least one scale. Received: []")
+    sampling = dict(sampling or {})
+    unknown = sorted(set(sampling) - set(SAMPLING_OPTIONS))
+    if unknown:
+        raise ValueError(f"`sampling` accepts {SAMPLING_OPTIONS}. Received unknown keys: {unknown}")
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    used_sampling = {k: sampling.get(k, task.sampling_setting(k)) for k in SAMPLING_OPTIONS if k != "top_k"}
+    used_sampling["top_k"] = sampling.get("top_k")
     resolution = int(task.resolution[0]) if hasattr(task, "resolution") else 64
     judge = judge if judge is not None else ShapesAttributeClassifier.from_preset("shapes_attribute_classifier")
     real, prompts, _ = shapes.make_arrays(num_prompts, resolution=resolution, split=split, seed=data_seed)
@@ -112,6 +136,7 @@ def evaluate(task, num_prompts=64, split="heldout", guidance_scales=None, num_st
         "num_prompts": num_prompts,
         "resolution": resolution,
         "num_steps": num_steps,
+        "sampling": used_sampling,
         "seed": seed,
         "data_seed": data_seed,
         "real": {
@@ -134,7 +159,7 @@ def evaluate(task, num_prompts=64, split="heldout", guidance_scales=None, num_st
             print(f"guidance scale {scale:g}: generating {num_prompts} images")
         start = time.time()
         images = np.asarray(task.generate(prompts, num_steps=num_steps, guidance_scale=scale, seed=seed,
-                                          batch_size=batch_size, verbose=1 if verbose else 0))
+                                          batch_size=batch_size, verbose=1 if verbose else 0, **sampling))
         seconds = time.time() - start
         scores = alignment.score_alignment(images, prompts, classifier=judge)
         row = {
@@ -275,6 +300,7 @@ def run(args):
         seed=args.seed, data_seed=args.data_seed, batch_size=args.batch_size, judge=judge,
         inception=not args.no_inception, clip=not args.no_clip, clip_preset=args.clip_preset,
         grid=args.grid, plot=plot, name=args.preset,
+        sampling={k: getattr(args, k) for k in SAMPLING_OPTIONS},
     )
     directory = os.path.dirname(os.path.abspath(args.out))
     os.makedirs(directory, exist_ok=True)

@@ -33,6 +33,44 @@ def test_parser_knows_evaluate():
     args = build_parser().parse_args(
         ["evaluate", "--preset", "p", "-n", "8", "--guidance-sweep", "0,1,2", "--out", "r.json"])
     assert args.num_prompts == 8 and args.guidance_sweep == "0,1,2" and args.split == "heldout"
+    assert all(getattr(args, k) is None for k in evaluation.SAMPLING_OPTIONS)
+    args = build_parser().parse_args(
+        ["evaluate", "--preset", "p", "--temperature", "0.7", "--choice-temperature", "2",
+         "--guidance-schedule", "constant", "--top-k", "5"])
+    assert (args.temperature, args.choice_temperature, args.guidance_schedule, args.top_k) == (0.7, 2.0, "constant", 5)
+
+
+def test_evaluate_passes_sampling_settings_to_generate_and_reports_them(monkeypatch):
+    class Judge:
+        def feature_model(self):
+            return lambda images: np.asarray(images, "float32").reshape(len(images), -1)[:, :4]
+
+    class Task:
+        sampling_defaults = {"choice_temperature": 2.0}
+        resolution = (16, 16)
+        calls = []
+
+        def sampling_setting(self, name, value=None):
+            from keras_muse.models.muse.muse_generation import BUILTIN_SAMPLING
+
+            return value if value is not None else self.sampling_defaults.get(name, BUILTIN_SAMPLING[name])
+
+        def generate(self, prompts, **kwargs):
+            self.calls.append(kwargs)
+            return np.zeros((len(prompts), 16, 16, 3), "uint8")
+
+    from keras_muse.metrics import alignment
+
+    task = Task()
+    monkeypatch.setattr(alignment, "score_alignment", lambda images, prompts, classifier=None: {"color": 1.0})
+    report = evaluation.evaluate(task, num_prompts=2, guidance_scales=[1.0], judge=Judge(), inception=False,
+                                 clip=False, verbose=False, sampling={"temperature": 0.5, "top_k": None})
+    with pytest.raises(ValueError, match="unknown keys"):
+        evaluation.evaluate(task, num_prompts=2, judge=Judge(), sampling={"temprature": 0.5})
+    assert task.calls[0]["temperature"] == 0.5 and "top_k" not in task.calls[0]
+    assert "choice_temperature" not in task.calls[0]  # left to the task's default
+    assert report["sampling"] == {"temperature": 0.5, "choice_temperature": 2.0, "guidance_schedule": "linear",
+                                  "top_k": None}
 
 
 @pytest.mark.slow
