@@ -49,6 +49,8 @@ def add_arguments(parser):
                         help="token sampling temperature (default: the preset's, else 1.0)")
     parser.add_argument("--choice-temperature", type=float, default=None,
                         help="confidence-noise temperature, annealed to 0 (default: the preset's, else 4.5)")
+    # samplers.guidance.GUIDANCE_SCHEDULES, spelled out: importing it would
+    # import Keras just to build the parser.
     parser.add_argument("--guidance-schedule", default=None, choices=("linear", "constant"),
                         help="guidance ramp over the steps (default: the preset's, else linear)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only")

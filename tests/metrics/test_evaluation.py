@@ -114,3 +114,13 @@ def test_evaluate_cli_end_to_end_offline(tmp_path, monkeypatch, capsys):
     assert "skipping inception_fid" in capsys.readouterr().out
     assert Image.open(grid).size[0] > 4 * 16
     assert Image.open(tmp_path / "report_sweep.png").size == (640, 440)
+
+
+def test_cli_guidance_schedules_are_the_samplers():
+    from keras_muse.samplers.guidance import GUIDANCE_SCHEDULES
+
+    parser = build_parser()
+    for schedule in GUIDANCE_SCHEDULES:
+        assert parser.parse_args(["evaluate", "--preset", "p", "--guidance-schedule", schedule]).guidance_schedule
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "--preset", "p", "--guidance-schedule", "cosine"])
