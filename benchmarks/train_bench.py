@@ -5,9 +5,13 @@
     KERAS_BACKEND=jax python benchmarks/train_bench.py --attention # MHA vs dot_product_attention
     # the peers' train steps at the d512 config, same run (their venv: ../shared/bench/peers/setup_venv.sh):
     KERAS_BACKEND=jax python benchmarks/train_bench.py --configs small_d512_l8 --peers /tmp/keras-muse-peers-venv/bin/python
+    # XLA:CPU settings side by side, alternating rounds (a shared CPU drifts between runs):
+    KERAS_BACKEND=jax python benchmarks/train_bench.py --configs shapes_d128_l4 small_d512_l8 --rounds 3 \
+        --xla-flags default --xla-flags=--xla_cpu_experimental_ynn_fusion_type=
 
-Rows: `muse_tiny`, the shapes recipe's model (width 192, depth 4, 256 tokens,
-codebook 1024) and the issue's small config (width 512, depth 8, 8 heads, 256
+Rows: `muse_tiny`, the shipped shapes preset's model (`shapes_d128_l4`: width
+128, depth 4, 256 tokens, codebook 512, batch 32), a wider shapes model
+(width 192, codebook 1024) and the issue's small config (width 512, depth 8, 8 heads, 256
 tokens, codebook 8192, text length 77). Each row runs `MuseTextToImage.fit`
 (in-step masking, condition dropout, AdamW) on precomputed text embeddings in
 its own process, so the peak RSS is that configuration's. "tokens/s" counts
@@ -31,6 +35,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 from bench_utils import format_table  # noqa: E402
@@ -43,6 +49,8 @@ PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
 CONFIGS = {
     "muse_tiny": dict(codebook_size=64, grid_size=4, hidden_dim=32, num_layers=2, num_heads=4,
                       mlp_dim=64, text_dim=16, text_len=8, batch=32),
+    "shapes_d128_l4": dict(codebook_size=512, grid_size=16, hidden_dim=128, num_layers=4, num_heads=4,
+                           mlp_dim=512, text_dim=64, text_len=32, batch=32),
     "shapes_d192_l4": dict(codebook_size=1024, grid_size=16, hidden_dim=192, num_layers=4, num_heads=4,
                            mlp_dim=768, text_dim=64, text_len=32, batch=16),
     "small_d512_l8": dict(codebook_size=8192, grid_size=16, hidden_dim=512, num_layers=8, num_heads=8,
@@ -185,6 +193,19 @@ def attention_comparison(batch=8, tokens=256, width=512, heads=8, text_len=77, r
     return rows
 
 
+def summarize_rounds(rows):
+    """Median / min / max s/step per (config, xla_flags) over the rounds."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["config"], row.get("xla_flags", "default")), []).append(row["s_per_step"])
+    return [
+        {"config": config, "xla_flags": flags, "rounds": len(times),
+         "median_s_per_step": round(float(np.median(times)), 4),
+         "min_s_per_step": min(times), "max_s_per_step": max(times)}
+        for (config, flags), times in groups.items()
+    ]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -202,6 +223,12 @@ def main(argv=None):
                         help="transformer dropout (0: as the peers' train steps; MaskGIT's recipe uses 0.1)")
     parser.add_argument("--peers", default=None,
                         help="python of the peers' venv: time their train steps (batch 8, d512) in the same run")
+    parser.add_argument("--xla-flags", action="append", default=None, metavar="FLAGS",
+                        help="XLA_FLAGS for the child processes; repeat to compare settings ('default': "
+                             "the environment's own). E.g. --xla-flags=--xla_cpu_experimental_ynn_fusion_type=")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every (config, flags) run this many times, alternating, and report "
+                             "the median s/step of the rounds")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
@@ -210,25 +237,48 @@ def main(argv=None):
         return 0
     if args.quick:
         args.configs, args.steps = ["muse_tiny"], 3
+    variants = args.xla_flags or ["default"]
     rows = []
-    for name in args.configs:
-        # One process per configuration: its peak RSS is its own.
-        proc = subprocess.run(
-            [sys.executable, __file__, "--_child", name, "--steps", str(args.steps), "--dtype", args.dtype,
-             "--input", args.input, "--dropout", str(args.dropout),
-             *(["--batch", str(args.batch)] if args.batch else []),
-             *(["--peak-json", args.peak_json] if args.peak_json else [])],
-            capture_output=True, text=True, env=os.environ,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(format_table(rows, ["config", "dtype", "dropout", "params_M", "batch", "first_step_s", "s_per_step",
-                        "tokens_per_s", "examples_per_s", "tflops", "mfu", "peak_rss_MB"]))
+    for round_index in range(args.rounds):
+        for name in args.configs:
+            for flags in variants:
+                env = dict(os.environ)
+                if flags != "default":
+                    env["XLA_FLAGS"] = flags
+                # One process per run: its peak RSS is its own, and XLA_FLAGS
+                # are read once, when the backend starts.
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--_child", name, "--steps", str(args.steps), "--dtype", args.dtype,
+                     "--input", args.input, "--dropout", str(args.dropout),
+                     *(["--batch", str(args.batch)] if args.batch else []),
+                     *(["--peak-json", args.peak_json] if args.peak_json else [])],
+                    capture_output=True, text=True, env=env,
+                )
+                if proc.returncode != 0:
+                    raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                if args.xla_flags:
+                    row["xla_flags"] = flags
+                if args.rounds > 1:
+                    row["round"] = round_index
+                rows.append(row)
+    columns = ["config", *(["xla_flags"] if args.xla_flags else []), *(["round"] if args.rounds > 1 else []),
+               "dtype", "dropout", "params_M", "batch", "first_step_s", "s_per_step", "tokens_per_s",
+               "examples_per_s", "tflops", "mfu", "peak_rss_MB"]
+    print(format_table(rows, columns))
+    summary = summarize_rounds(rows) if args.rounds > 1 else None
+    if summary:
+        print()
+        print(format_table(summary, ["config", "xla_flags", "rounds", "median_s_per_step", "min_s_per_step",
+                                     "max_s_per_step"]))
     result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "train": rows}
+    if summary:
+        result["summary"] = summary
     if args.peers:
         peers = run_peers(args.peers)
-        ours = {row["config"]: row for row in rows}.get("small_d512_l8")
+        # The first flag setting's median over the rounds stands for keras_muse.
+        first = [r for r in rows if r["config"] == "small_d512_l8" and r.get("xla_flags", "default") == variants[0]]
+        ours = {"s_per_step": float(np.median([r["s_per_step"] for r in first]))} if first else None
         comparison = [
             {"peer": p["peer"], "peer_s_per_step": p["seconds_per_step"],
              "keras_muse_s_per_step": ours["s_per_step"] if ours else None,

@@ -119,3 +119,22 @@ def test_serving_guide_runs(tmp_path):
     assert "identical to task.generate: True" in result.stdout
     assert "signature_def['serving_default']" in result.stdout
     assert (tmp_path / "served.png").exists() and (tmp_path / "models" / "muse" / "1" / "saved_model.pb").exists()
+
+
+def test_train_bench_summarizes_rounds_per_setting():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from train_bench import summarize_rounds
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+    rows = [
+        {"config": "a", "xla_flags": "default", "s_per_step": 2.0},
+        {"config": "a", "xla_flags": "--x", "s_per_step": 1.0},
+        {"config": "a", "xla_flags": "default", "s_per_step": 4.0},
+        {"config": "a", "xla_flags": "--x", "s_per_step": 1.5},
+        {"config": "a", "xla_flags": "default", "s_per_step": 3.5},
+    ]
+    summary = {row["xla_flags"]: row for row in summarize_rounds(rows)}
+    assert summary["default"]["rounds"] == 3 and summary["default"]["median_s_per_step"] == 3.5
+    assert summary["default"]["min_s_per_step"] == 2.0 and summary["default"]["max_s_per_step"] == 4.0
+    assert summary["--x"]["median_s_per_step"] == 1.25
