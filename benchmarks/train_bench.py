@@ -278,7 +278,7 @@ def main(argv=None):
         peers = run_peers(args.peers)
         # The first flag setting's median over the rounds stands for keras_muse.
         first = [r for r in rows if r["config"] == "small_d512_l8" and r.get("xla_flags", "default") == variants[0]]
-        ours = {"s_per_step": float(np.median([r["s_per_step"] for r in first]))} if first else None
+        ours = {"s_per_step": round(float(np.median([r["s_per_step"] for r in first])), 4)} if first else None
         comparison = [
             {"peer": p["peer"], "peer_s_per_step": p["seconds_per_step"],
              "keras_muse_s_per_step": ours["s_per_step"] if ours else None,
