@@ -130,6 +130,12 @@ def train_vqgan(
         vqgan = VQGAN.from_preset(preset, **overrides)
     else:
         vqgan = VQGAN.from_preset(preset, load_weights=False, **overrides)
+    # A tokenizer saved inside a task preset is frozen (`trainable: false` in
+    # its config); continuing from it must train it, or `fit` silently leaves
+    # the weights as they were.
+    vqgan.trainable = True
+    vqgan.encoder.trainable = vqgan.trainable_encoder
+    vqgan.quantizer.trainable = vqgan.trainable_encoder
     if discriminator_start is None:
         # The GAN terms sharpen detail once reconstructions are close;
         # switching them on from step 0 slows early progress (taming-transformers),
