@@ -39,6 +39,16 @@ VQGAN_PRESETS = {
             discriminator_channels=32, discriminator_layers=2,
         ),
     },
+    "vqgan_shapes_64": {
+        "description": (
+            "Trained captioned-shapes tokenizer (vqgan_shapes_f4 architecture): "
+            "64x64 -> 16x16 ids, codebook 512, float16 weights; the recipe is in "
+            "its metadata.json."
+        ),
+        # Ships inside the package (keras_muse/presets/vqgan_shapes_64), so a
+        # transformer can be trained on its tokens with no tokenizer run first.
+        "package_dir": "vqgan_shapes_64",
+    },
     "vqgan_shapes_f4_128": {
         "description": "Captioned-shapes super-res tokenizer: 128x128 -> 32x32 ids, codebook 512.",
         # f4 like the base tokenizer (4x4-pixel tokens), so the high-res grid
