@@ -19,14 +19,13 @@ the number a user waits).
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-from bench_utils import format_table
+from bench_utils import format_table, machine_info
 
 PROMPTS = ["a large red circle in the top left", "two blue squares"]
 
@@ -93,7 +92,7 @@ def main(argv=None):
                               "steady_batch_s"]))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            json.dump({"machine": machine_info(),
                        "preset": args.preset, "rows": rows}, f, indent=2)
     return 0
 

@@ -29,14 +29,13 @@ on the doubled batch under CFG); with `--peak-json` (from `matmul_peak.py`)
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from bench_utils import format_table  # noqa: E402
+from bench_utils import format_table, machine_info  # noqa: E402
 from flops import add_rates  # noqa: E402
 from flops import load_peak  # noqa: E402
 from flops import sampling_flops  # noqa: E402
@@ -188,7 +187,7 @@ def main(argv=None):
             for row in bench_config(name, args.runs, tuple(args.cfg_scales), args.batch, peak)]
     print(format_table(rows, ["config", "dtype", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
                         "seconds_per_batch", "images_per_s", "tflops", "mfu"]))
-    result = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "device": device_name()},
+    result = {"machine": machine_info(device=device_name()),
               "keras_muse": rows}
     if args.peers:
         peers = run_peers(args.peers, args.runs)

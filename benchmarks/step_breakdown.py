@@ -17,12 +17,11 @@ is 3x the forward count.
 import argparse
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from bench_utils import format_table  # noqa: E402
+from bench_utils import format_table, machine_info  # noqa: E402
 
 CONFIGS = {
     "small_d512_l8": dict(batch=8, tokens=256, width=512, heads=8, mlp=2048, text_len=77, codebook=8192),
@@ -153,7 +152,7 @@ def main(argv=None):
     print(format_table(rows, columns))
     if args.out:
         result = {"config": args.config, **CONFIGS[args.config], "device": jax.devices()[0].device_kind,
-                  "cpus": os.cpu_count(), "platform": platform.platform(), "rows": rows}
+                  "machine": machine_info(), "rows": rows}
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
     return 0

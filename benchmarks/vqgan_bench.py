@@ -11,13 +11,13 @@ from steady state; the train step includes the GAN (discriminator + R1).
 import argparse
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_utils import machine_info  # noqa: E402
 
 from keras_muse.models import VQGAN  # noqa: E402
 
@@ -111,7 +111,7 @@ def main():
         print("  ".join(str(v).rjust(w) for v, w in zip(row, widths)))
     result = {
         "backend": keras.backend.backend(),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_info(),
         "rows": rows,
     }
     with open(args.out, "w") as f:
