@@ -27,7 +27,8 @@ import sys
 def _add_train_vqgan(subparsers):
     p = subparsers.add_parser("vqgan", help="Train the VQGAN tokenizer on captioned shapes.")
     p.add_argument("--preset", default="vqgan_shapes_f4",
-                   help="architecture name or a preset directory to continue from")
+                   help="an architecture name (fresh weights), or a trained preset to continue from: "
+                        "a directory or a shipped name such as vqgan_shapes_64")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1.5e-3)

@@ -6,7 +6,6 @@ README's main job, so the three never drift apart.
 
 import json
 import math
-import os
 import time
 
 import keras
@@ -82,6 +81,26 @@ def comparison_grid(originals, reconstructions, columns=8):
     return make_grid(np.concatenate(rows), columns=columns)
 
 
+def load_tokenizer(preset, codebook_size=None):
+    """The tokenizer a run starts from: the trained weights when `preset`
+    has them (a directory, or a trained preset shipped in the package such
+    as "vqgan_shapes_64": fine-tuning, e.g. at a new resolution), else a
+    fresh model of that architecture ("vqgan_shapes_f4"). `codebook_size`
+    resizes the codebook, which only a fresh model can take."""
+    overrides = {} if codebook_size is None else {"codebook_size": int(codebook_size)}
+    if not VQGAN.preset_has_weights(preset):
+        return VQGAN.from_preset(preset, load_weights=False, **overrides)
+    if overrides:
+        built = VQGAN.from_preset(preset, load_weights=False)
+        if built.codebook_size != int(codebook_size):
+            raise ValueError(
+                f"`codebook_size` {codebook_size} differs from the trained preset {preset!r}'s "
+                f"{built.codebook_size}: its weights cannot be loaded into another codebook size. "
+                "Start from an architecture preset (e.g. 'vqgan_shapes_f4') to change it."
+            )
+    return VQGAN.from_preset(preset)
+
+
 def train_vqgan(
     preset="vqgan_shapes_f4",
     steps=1000,
@@ -125,11 +144,7 @@ def train_vqgan(
     )
     data_seconds = time.time() - started
 
-    overrides = {} if codebook_size is None else {"codebook_size": int(codebook_size)}
-    if os.path.isdir(preset):
-        vqgan = VQGAN.from_preset(preset, **overrides)
-    else:
-        vqgan = VQGAN.from_preset(preset, load_weights=False, **overrides)
+    vqgan = load_tokenizer(preset, codebook_size)
     # A tokenizer saved inside a task preset is frozen (`trainable: false` in
     # its config); continuing from it must train it, or `fit` silently leaves
     # the weights as they were.

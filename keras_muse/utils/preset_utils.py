@@ -129,6 +129,21 @@ class PresetMixin:
     config_presets = {}
 
     @classmethod
+    def preset_has_weights(cls, preset):
+        """True when `from_preset(preset)` would load trained weights: a
+        registered name that ships inside the package, or a local preset
+        directory with a weights file. Remote handles count as weighted."""
+        preset = os.fspath(preset)
+        entry = cls.config_presets.get(preset)
+        if entry is not None:
+            return bool(entry.get("package_dir"))
+        if preset.startswith(_REMOTE_PREFIXES):
+            return True
+        return os.path.isdir(preset) and any(
+            os.path.isfile(os.path.join(preset, f)) for f in ("model.weights.h5", "model.weights.json")
+        )
+
+    @classmethod
     def from_preset(cls, preset, load_weights=True, **kwargs):
         if not isinstance(preset, (str, os.PathLike)):
             raise ValueError(
