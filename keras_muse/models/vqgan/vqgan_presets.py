@@ -49,6 +49,14 @@ VQGAN_PRESETS = {
         # transformer can be trained on its tokens with no tokenizer run first.
         "package_dir": "vqgan_shapes_64",
     },
+    "vqgan_shapes_128": {
+        "description": (
+            "Trained captioned-shapes super-res tokenizer: vqgan_shapes_64 fine-tuned "
+            "at 128x128 -> 32x32 ids, codebook 512 (the same codes' meaning), float16 "
+            "weights; the recipe is in its metadata.json."
+        ),
+        "package_dir": "vqgan_shapes_128",
+    },
     "vqgan_shapes_f4_128": {
         "description": "Captioned-shapes super-res tokenizer: 128x128 -> 32x32 ids, codebook 512.",
         # f4 like the base tokenizer (4x4-pixel tokens), so the high-res grid
