@@ -97,3 +97,87 @@ def read_recipe(preset_dir):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f).get(RECIPE_KEY)
+
+
+def package_two_stage_preset(src, name, base_name, high_res_vqgan_name, recipe, float16=True, dest_root=None):
+    """Ships the two-stage preset `src` (base + super-res, from
+    `train_super_res`) as `<dest_root>/<name>`, holding only what is new:
+    the super-res transformer. Its base task (backbone, text encoder,
+    low-res VQGAN) and its high-res VQGAN are read from the shipped presets
+    `base_name` and `high_res_vqgan_name` beside it, by reference, so the
+    package does not carry a second copy of them. Raises ValueError unless
+    `src`'s components are those presets' weights exactly.
+
+    Example:
+    ```python
+    package_two_stage_preset("outputs/muse_shapes_128", "muse_shapes_128",
+                             "muse_shapes_64", "vqgan_shapes_128", recipe={...})
+    MuseTextToImage.from_preset("muse_shapes_128")
+    ```
+    """
+    from keras_muse.models.muse.muse_text_to_image import MuseTextToImage
+    from keras_muse.models.vqgan.vqgan import VQGAN
+    from keras_muse.models.muse.muse_text_to_image import TASK_CONFIG_FILE
+    from keras_muse.utils.preset_utils import same_model
+
+    root = dest_root or PACKAGE_PRESET_DIR
+    base_dir, vqgan_dir = os.path.join(root, base_name), os.path.join(root, high_res_vqgan_name)
+    if not isinstance(recipe, dict):
+        raise ValueError(f"`recipe` must be a dict (commands, steps, minutes, seed). Received: {type(recipe)}")
+    task = MuseTextToImage.from_preset(src)
+    sr = task.super_resolution
+    if sr is None:
+        raise ValueError(f"`src` {src!r} has no super-resolution stage.")
+    shipped_base = MuseTextToImage.from_preset(base_dir)
+    shipped_vqgan = VQGAN.from_preset(vqgan_dir)
+    checks = (
+        ("base backbone", task.backbone, shipped_base.backbone),
+        ("text encoder", task.text_encoder, shipped_base.text_encoder),
+        ("super-res text encoder", sr.text_encoder, shipped_base.text_encoder),
+        ("low-res VQGAN", task.vqgan, shipped_base.vqgan),
+        ("super-res low-res VQGAN", sr.low_res_vqgan, shipped_base.vqgan),
+        ("high-res VQGAN", sr.vqgan, shipped_vqgan),
+    )
+    for what, ours, shipped in checks:
+        if not same_model(ours, shipped):
+            raise ValueError(
+                f"The {what} of `src` {src!r} is not the shipped one in {base_dir!r} / {vqgan_dir!r}: "
+                "train the super-res stage on the shipped presets, or ship them too."
+            )
+    dest = os.path.join(root, name)
+    base_rel, vqgan_rel = "../" + base_name, "../" + high_res_vqgan_name
+    with open(os.path.join(base_dir, TASK_CONFIG_FILE), encoding="utf-8") as f:
+        base_components = json.load(f)["components"]
+    with atomic_directory(dest) as tmp:
+        sr_tmp = os.path.join(tmp, "super_resolution")
+        sr.backbone.save_to_preset(sr_tmp)
+        if float16:
+            weights_to_float16(os.path.join(sr_tmp, "model.weights.h5"))
+        with open(os.path.join(src, TASK_CONFIG_FILE), encoding="utf-8") as f:
+            spec = json.load(f)
+        with open(os.path.join(src, "super_resolution", TASK_CONFIG_FILE), encoding="utf-8") as f:
+            sr_spec = json.load(f)
+        sr_spec["components"] = {
+            "text_encoder": "../" + base_rel + "/" + base_components["text_encoder"],
+            "low_res_vqgan": "../" + base_rel + "/" + base_components["vqgan"],
+            "vqgan": "../" + vqgan_rel,
+        }
+        spec["components"] = {
+            "backbone": base_rel,
+            "text_encoder": base_rel + "/" + base_components["text_encoder"],
+            "vqgan": base_rel + "/" + base_components["vqgan"],
+            "super_resolution": "super_resolution",
+        }
+        for path, content in ((os.path.join(sr_tmp, TASK_CONFIG_FILE), sr_spec),
+                              (os.path.join(tmp, TASK_CONFIG_FILE), spec)):
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(content, f, indent=2)
+        metadata = {}
+        if os.path.isfile(os.path.join(src, "metadata.json")):
+            with open(os.path.join(src, "metadata.json"), encoding="utf-8") as f:
+                metadata = json.load(f)
+        metadata[RECIPE_KEY] = {"name": name, "float16_weights": bool(float16),
+                                "built_on": [base_name, high_res_vqgan_name], **recipe}
+        with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=2)
+    return dest

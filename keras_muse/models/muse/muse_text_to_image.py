@@ -698,7 +698,11 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
                     f"`preset` {preset!r}: {TASK_CONFIG_FILE} names component {name!r} at {rel!r}, "
                     "which is not a directory of the preset (missing or corrupt preset)."
                 )
-        backbone = cls.backbone_cls.from_preset(preset, load_weights=load_weights)
+        # A shipped preset built on other shipped ones names their
+        # directories ("backbone": "../muse_shapes_64") instead of copying them.
+        backbone = cls.backbone_cls.from_preset(
+            os.path.normpath(os.path.join(preset, components.pop("backbone", "."))), load_weights=load_weights
+        )
         # Components passed in (by a parent preset that shares them) are used
         # as they are, not loaded a second time.
         loaded = {}
