@@ -51,11 +51,16 @@ CONFIGS = {
     "sr_shapes_128": dict(codebook_size=512, grid_size=32, low_res_codebook_size=512, low_res_grid_size=16,
                           hidden_dim=128, num_layers=4, low_res_num_layers=2, num_heads=4, mlp_dim=512,
                           text_dim=64, text_len=32, batch=8, steps=8),
+    # The shipped muse_shapes_128's super-res stage (multi-axis attention, aligned low-res features).
+    "sr_shapes_128_shipped": dict(codebook_size=512, grid_size=32, low_res_codebook_size=512, low_res_grid_size=16,
+                                  hidden_dim=128, num_layers=4, low_res_num_layers=2, num_heads=2, mlp_dim=512,
+                                  text_dim=64, text_len=32, batch=8, steps=8, attention_window=8,
+                                  aligned_low_res=True),
     "sr_d512_32x32": dict(codebook_size=8192, grid_size=32, low_res_codebook_size=8192, low_res_grid_size=16,
                           hidden_dim=512, num_layers=8, low_res_num_layers=4, num_heads=8, mlp_dim=2048,
                           text_dim=512, text_len=77, batch=4, steps=8),
 }
-DEFAULT_CONFIGS = ["muse_tiny", "d512_l8_cb8192", "sr_tiny", "sr_shapes_128"]
+DEFAULT_CONFIGS = ["muse_tiny", "d512_l8_cb8192", "sr_tiny", "sr_shapes_128", "sr_shapes_128_shipped"]
 PEERS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "bench", "peers")
 
 

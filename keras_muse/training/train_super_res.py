@@ -3,7 +3,7 @@
 Used by `examples/train_super_res.py` and `python -m keras_muse train
 super-res`. The same scenes are rendered at the base resolution (64²) and at
 the high resolution (128²); the base task's tokenizer makes the low-res ids,
-a second tokenizer (`vqgan_shapes_f4_128`: 32x32 ids at 128²) the high-res ids; the base task's text
+a second tokenizer (the shipped `vqgan_shapes_128`: 32x32 ids at 128²) the high-res ids; the base task's text
 encoder is reused, frozen, so the two stages read the same text features.
 The result is saved as a two-stage `MuseTextToImage` preset (base +
 `super_resolution`).

@@ -122,3 +122,4 @@ def test_two_stage_packaging_refers_to_the_shipped_stages(tmp_path, preprocessor
     with pytest.raises(ValueError, match="high-res VQGAN"):
         package_two_stage_preset(str(tmp_path / "other"), "bad", "base_ship", "vq_hi", {}, dest_root=str(root))
     assert not os.path.exists(root / "bad")
+
