@@ -69,8 +69,7 @@ def package_preset(src, name, recipe, float16=True, dest_root=None):
     metadata. Returns the destination path."""
     if not os.path.isfile(os.path.join(src, "config.json")):
         raise ValueError(f"`src` {src!r} is not a preset directory (no config.json).")
-    if not isinstance(recipe, dict):
-        raise ValueError(f"`recipe` must be a dict (commands, steps, minutes, seed). Received: {type(recipe)}")
+    _check_recipe(recipe)
     dest = os.path.join(dest_root or PACKAGE_PRESET_DIR, name)
     with atomic_directory(dest) as tmp:
         shutil.copytree(src, tmp)
@@ -79,15 +78,26 @@ def package_preset(src, name, recipe, float16=True, dest_root=None):
                 for file in files:
                     if file.endswith(".weights.h5"):
                         weights_to_float16(os.path.join(root, file))
-        meta_path = os.path.join(tmp, "metadata.json")
-        metadata = {}
-        if os.path.isfile(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                metadata = json.load(f)
-        metadata[RECIPE_KEY] = {"name": name, "float16_weights": bool(float16), **recipe}
-        with open(meta_path, "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=2)
+        _write_recipe(os.path.join(tmp, "metadata.json"), os.path.join(tmp, "metadata.json"),
+                      {"name": name, "float16_weights": bool(float16), **recipe})
     return dest
+
+
+def _check_recipe(recipe):
+    if not isinstance(recipe, dict):
+        raise ValueError(f"`recipe` must be a dict (commands, steps, minutes, seed). Received: {type(recipe)}")
+
+
+def _write_recipe(src_metadata, dest_metadata, recipe):
+    """Writes `src_metadata` (if it exists) to `dest_metadata` with `recipe`
+    under RECIPE_KEY."""
+    metadata = {}
+    if os.path.isfile(src_metadata):
+        with open(src_metadata, encoding="utf-8") as f:
+            metadata = json.load(f)
+    metadata[RECIPE_KEY] = recipe
+    with open(dest_metadata, "w", encoding="utf-8") as f:
+        json.dump(metadata, f, indent=2)
 
 
 def read_recipe(preset_dir):
@@ -115,15 +125,14 @@ def package_two_stage_preset(src, name, base_name, high_res_vqgan_name, recipe, 
     MuseTextToImage.from_preset("muse_shapes_128")
     ```
     """
+    from keras_muse.models.muse.muse_text_to_image import TASK_CONFIG_FILE
     from keras_muse.models.muse.muse_text_to_image import MuseTextToImage
     from keras_muse.models.vqgan.vqgan import VQGAN
-    from keras_muse.models.muse.muse_text_to_image import TASK_CONFIG_FILE
     from keras_muse.utils.preset_utils import same_model
 
     root = dest_root or PACKAGE_PRESET_DIR
     base_dir, vqgan_dir = os.path.join(root, base_name), os.path.join(root, high_res_vqgan_name)
-    if not isinstance(recipe, dict):
-        raise ValueError(f"`recipe` must be a dict (commands, steps, minutes, seed). Received: {type(recipe)}")
+    _check_recipe(recipe)
     task = MuseTextToImage.from_preset(src)
     sr = task.super_resolution
     if sr is None:
@@ -172,12 +181,7 @@ def package_two_stage_preset(src, name, base_name, high_res_vqgan_name, recipe, 
                               (os.path.join(tmp, TASK_CONFIG_FILE), spec)):
             with open(path, "w", encoding="utf-8") as f:
                 json.dump(content, f, indent=2)
-        metadata = {}
-        if os.path.isfile(os.path.join(src, "metadata.json")):
-            with open(os.path.join(src, "metadata.json"), encoding="utf-8") as f:
-                metadata = json.load(f)
-        metadata[RECIPE_KEY] = {"name": name, "float16_weights": bool(float16),
-                                "built_on": [base_name, high_res_vqgan_name], **recipe}
-        with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=2)
+        _write_recipe(os.path.join(src, "metadata.json"), os.path.join(tmp, "metadata.json"),
+                      {"name": name, "float16_weights": bool(float16),
+                       "built_on": [base_name, high_res_vqgan_name], **recipe})
     return dest
