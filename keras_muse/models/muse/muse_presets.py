@@ -66,4 +66,14 @@ MUSE_TEXT_TO_IMAGE_PRESETS = {
         ),
         "package_dir": "muse_shapes_64",
     },
+    "muse_shapes_128": {
+        "description": (
+            "muse_shapes_64 plus a super-resolution stage to 128x128: a width-128 4-layer "
+            "super-res transformer (16x16 -> 32x32 tokens, window-8 multi-axis attention) "
+            "decoded by vqgan_shapes_128; near-greedy, unguided super-res sampling by default. "
+            "Holds only the super-res weights (3.4 MiB) and reads the base and the 128 "
+            "tokenizer from their shipped presets. Recipe in its metadata.json."
+        ),
+        "package_dir": "muse_shapes_128",
+    },
 }
