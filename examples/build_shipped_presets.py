@@ -29,7 +29,7 @@ tokens; examples/results/super_res_sampling_sweep_v3.json):
     python examples/build_shipped_presets.py --package-only \\
         --base-preset DIR --base-report train_muse.json --vqgan-report train_vqgan.json
     python examples/build_shipped_presets.py --package-only --super-res \
-        --super-res-preset DIR --super-res-report train_super_res.json
+        --super-res-preset DIR --super-res-report train_super_res.json   # + .first.json
 """
 
 import argparse
@@ -151,6 +151,9 @@ def _build_super_res(args, work):
         with open(sr_report) as f:
             upsampling = json.load(f).get("heldout_upsampling")
         stages["super_res"] = {**_summary(sr_report), "heldout_upsampling": upsampling}
+    if os.path.isfile(sr_report + ".first.json"):  # the run that the shipped one continues
+        stages["super_res_first_run"] = _summary(sr_report + ".first.json")
+    train_seconds = sum(stage.get("train_seconds", 0) for stage in stages.values())
     dest = package_two_stage_preset(sr_dir, "muse_shapes_128", "muse_shapes_64", "vqgan_shapes_128", recipe={
         "commands": ["python -m keras_muse train super-res --base-preset muse_shapes_64 "
                      "--vqgan-preset vqgan_shapes_128 " + " ".join(SUPER_RES_ARGS) + " --save-preset FIRST",
@@ -158,7 +161,7 @@ def _build_super_res(args, work):
                      "--vqgan-preset vqgan_shapes_128 " + " ".join(SUPER_RES_CONTINUE_ARGS)
                      + " --init-from FIRST --save-preset SR_DIR"],
         "sampling_defaults": dict(SUPER_RES_SAMPLING),
-        "stages": stages, "train_minutes": round(stages.get("super_res", {}).get("train_seconds", 0) / 60, 1),
+        "stages": stages, "train_minutes": round(train_seconds / 60, 1),
         "hardware": "2-core x86 CPU, JAX backend", "dataset": "keras_muse.datasets.shapes (procedural)",
     }, dest_root=args.dest_root)
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(dest) for f in fs)
