@@ -144,8 +144,8 @@ def _build_super_res(args, work):
         subprocess.run([*first, *SUPER_RES_ARGS, "--save-preset", sr_dir + "_first",
                         "--report", sr_report + ".first.json"], check=True)
         subprocess.run([*first, *SUPER_RES_CONTINUE_ARGS, "--init-from", sr_dir + "_first",
+                        "--sampling-defaults", json.dumps(SUPER_RES_SAMPLING),
                         "--save-preset", sr_dir, "--report", sr_report], check=True)
-        _set_sampling_defaults(os.path.join(sr_dir, "super_resolution"), SUPER_RES_SAMPLING)
     stages = {}
     if os.path.isfile(sr_report):
         with open(sr_report) as f:
@@ -159,27 +159,14 @@ def _build_super_res(args, work):
                      "--vqgan-preset vqgan_shapes_128 " + " ".join(SUPER_RES_ARGS) + " --save-preset FIRST",
                      "python -m keras_muse train super-res --base-preset muse_shapes_64 "
                      "--vqgan-preset vqgan_shapes_128 " + " ".join(SUPER_RES_CONTINUE_ARGS)
-                     + " --init-from FIRST --save-preset SR_DIR"],
+                     + f" --init-from FIRST --sampling-defaults '{json.dumps(SUPER_RES_SAMPLING)}'"
+                     " --save-preset SR_DIR"],
         "sampling_defaults": dict(SUPER_RES_SAMPLING),
         "stages": stages, "train_minutes": round(train_seconds / 60, 1),
         "hardware": "2-core x86 CPU, JAX backend", "dataset": "keras_muse.datasets.shapes (procedural)",
     }, dest_root=args.dest_root)
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(dest) for f in fs)
     print(f"packaged {dest} ({size / 2**20:.1f} MiB; the base and the 128 tokenizer by reference)")
-
-
-def _set_sampling_defaults(task_dir, defaults):
-    """Writes `defaults` as the saved task's `sampling_defaults` (atomically)."""
-    from keras_muse.models.muse.muse_generation import check_sampling_defaults
-    from keras_muse.models.muse.muse_text_to_image import TASK_CONFIG_FILE
-
-    path = os.path.join(task_dir, TASK_CONFIG_FILE)
-    with open(path, encoding="utf-8") as f:
-        spec = json.load(f)
-    spec["config"]["sampling_defaults"] = check_sampling_defaults(defaults)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(spec, f, indent=2)
-    os.replace(path + ".tmp", path)
 
 
 def _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset):

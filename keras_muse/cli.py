@@ -147,8 +147,28 @@ def _add_train_super_res(subparsers):
     p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
     p.add_argument("--init-from", default=None,
                    help="super-res (or two-stage) preset whose backbone weights start this run")
+    p.add_argument("--sampling-defaults", default=None, metavar="JSON",
+                   help='the super-res stage\'s saved sampling settings, e.g. \'{"num_steps": 8, '
+                        '"temperature": 0.05, "guidance_scale": 0}\'')
     p.add_argument("--report", default=None, help="JSON file for the measurements")
     p.set_defaults(func=_run_train_super_res)
+
+
+def _parse_sampling_defaults(text):
+    """`--sampling-defaults` JSON, checked before any training starts."""
+    if text is None:
+        return None
+    from keras_muse.models.muse.muse_generation import check_sampling_defaults
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"--sampling-defaults must be a JSON object, e.g. '{{\"num_steps\": 8}}'. "
+                         f"Received {text!r} ({e.msg})")
+    try:
+        return check_sampling_defaults(value)
+    except ValueError as e:
+        raise SystemExit(f"--sampling-defaults: {e}")
 
 
 def _run_train_super_res(args):
@@ -161,6 +181,7 @@ def _run_train_super_res(args):
     for flag in ("base_preset", "vqgan_preset") + (("init_from",) if args.init_from else ()):
         if not os.path.isdir(getattr(args, flag)):
             raise SystemExit(f"--{flag.replace('_', '-')} {getattr(args, flag)!r} is not a preset directory")
+    sampling_defaults = _parse_sampling_defaults(args.sampling_defaults)
     result = train_super_res(
         base_preset=args.base_preset, vqgan_preset=args.vqgan_preset, resolution=args.resolution,
         hidden_dim=args.hidden_dim, num_layers=args.num_layers, low_res_num_layers=args.low_res_num_layers,
@@ -170,6 +191,7 @@ def _run_train_super_res(args):
         condition_dropout=args.condition_dropout, num_train_images=args.num_train_images,
         num_eval_images=args.num_eval_images, seed=args.seed, save_preset=args.save_preset,
         checkpoint_dir=args.checkpoint_dir, init_from=args.init_from, report=args.report, out=args.out,
+        sampling_defaults=sampling_defaults,
     )
     print(json.dumps(result["heldout_upsampling"]))
     return 0

@@ -17,6 +17,21 @@ def test_parser_knows_the_commands():
         build_parser().parse_args(["frobnicate"])
 
 
+def test_train_super_res_cli_checks_sampling_defaults_before_training(tmp_path):
+    from keras_muse.cli import _parse_sampling_defaults
+
+    args = build_parser().parse_args([
+        "train", "super-res", "--base-preset", "b", "--vqgan-preset", "v",
+        "--sampling-defaults", '{"num_steps": 8, "guidance_scale": 0}',
+    ])
+    assert _parse_sampling_defaults(args.sampling_defaults) == {"num_steps": 8, "guidance_scale": 0}
+    assert _parse_sampling_defaults(None) is None
+    for bad, match in (("{num_steps: 8}", "must be a JSON object"), ('{"steps": 8}', "unknown keys"),
+                       ('{"num_steps": 0}', "num_steps"), ("[8]", "must be a dict")):
+        with pytest.raises(SystemExit, match=match):
+            _parse_sampling_defaults(bad)
+
+
 @pytest.mark.slow
 def test_train_vqgan_cli_end_to_end(tmp_path):
     """The README's main job, shrunk: trains, writes the PNG, saves a preset."""

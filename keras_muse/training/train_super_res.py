@@ -86,6 +86,7 @@ def train_super_res(
     save_preset=None,
     checkpoint_dir=None,
     init_from=None,
+    sampling_defaults=None,
     report=None,
     out=None,
     verbose=1,
@@ -106,6 +107,10 @@ def train_super_res(
         init_from: a super-res preset directory (or a two-stage preset
             holding one) whose backbone weights start this run, for training
             longer than one sitting allows; its backbone config must match.
+        sampling_defaults: dict or None, the super-res task's own sampling
+            settings (see `MuseTextToImage`), saved with the preset; the
+            held-out upsampling report samples with them, so it measures
+            what ships.
         out: PNG: rows of bicubic-upsampled low-res / super-res / real.
     """
     keras.utils.set_random_seed(seed)
@@ -140,6 +145,7 @@ def train_super_res(
     task = MuseSuperResolution(
         backbone, text_encoder=encoder, vqgan=high_vqgan, low_res_vqgan=low_vqgan,
         condition_dropout=condition_dropout, label_smoothing=label_smoothing, seed=seed,
+        sampling_defaults=sampling_defaults,
     )
     if init_from:
         warm_start(backbone, _super_res_preset(init_from))
@@ -167,6 +173,7 @@ def train_super_res(
         "parameters": int(backbone.count_params()),
         "steps": steps_done,
         "init_from": str(init_from) if init_from else None,
+        "sampling_defaults": dict(task.sampling_defaults),
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "condition_dropout": condition_dropout,

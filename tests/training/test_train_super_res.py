@@ -25,8 +25,9 @@ def test_train_super_res_recipe(tmp_path, preprocessor):
         tmp_path / "base", tmp_path / "vqgan_high", resolution=32, hidden_dim=32, num_layers=1,
         low_res_num_layers=1, mlp_dim=64, steps=2, batch_size=4, num_train_images=8,
         num_eval_images=4, save_preset=tmp_path / "two_stage", report=tmp_path / "r.json",
-        out=tmp_path / "sr.png", verbose=0,
+        out=tmp_path / "sr.png", sampling_defaults={"num_steps": 3, "temperature": 0.05}, verbose=0,
     )
+    assert result["sampling_defaults"] == {"num_steps": 3, "temperature": 0.05}
     up = result["heldout_upsampling"]
     for key in ("super_res_psnr", "bicubic_real_low_res_psnr", "bicubic_low_res_tokens_psnr",
                 "high_res_tokenizer_psnr"):
@@ -34,6 +35,7 @@ def test_train_super_res_recipe(tmp_path, preprocessor):
     assert json.loads((tmp_path / "r.json").read_text())["resolution"] == [16, 32]
     assert (tmp_path / "sr.png").exists()
     task = MuseTextToImage.from_preset(tmp_path / "two_stage")
+    assert task.super_resolution.sampling_defaults == {"num_steps": 3, "temperature": 0.05}
     assert task.generate(["a red circle"], num_steps=2, seed=0).shape == (1, 32, 32, 3)
     with pytest.raises(ValueError, match="multiple of the base resolution"):
         train_super_res(tmp_path / "base", tmp_path / "vqgan_high", resolution=24, verbose=0)
