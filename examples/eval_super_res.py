@@ -34,6 +34,7 @@ from keras_muse.metrics.attribute_classifier import decode_predictions  # noqa: 
 from keras_muse.metrics.attribute_classifier import scene_targets  # noqa: E402
 from keras_muse.metrics.attribute_classifier import score_predictions  # noqa: E402
 from keras_muse.models import MuseTextToImage  # noqa: E402
+from keras_muse.training.train_super_res import upsample_real_scenes  # noqa: E402
 from keras_muse.utils.image_utils import make_grid  # noqa: E402
 from keras_muse.utils.image_utils import resize_images  # noqa: E402
 from keras_muse.utils.image_utils import save_png  # noqa: E402
@@ -55,19 +56,18 @@ def content_agreement(classifier, low_res_images, high_res_images, batch_size=64
 def _from_real_scenes(task, args):
     """Held-out scenes rendered at both sizes; super-res from their 64² tokens."""
     sr = task.super_resolution
-    low_vq, high_vq = sr.low_res_vqgan, sr.vqgan
+    low_vq = sr.low_res_vqgan
     size = task.backbone.grid_size[0] * task.vqgan.factor
-    high_size = sr.backbone.grid_size[0] * high_vq.factor
+    high_size = sr.backbone.grid_size[0] * sr.vqgan.factor
     real_low, prompts, _ = shapes.make_arrays(args.num_prompts, resolution=size, split=args.split,
                                               seed=args.seed + 100)
     real_high, _, _ = shapes.make_arrays(args.num_prompts, resolution=high_size, split=args.split,
                                          seed=args.seed + 100)
     low_ids = low_vq.encode(low_vq.preprocess_images(real_low), batch_size=128)
-    low_recon = low_vq.postprocess_images(low_vq.decode(low_ids))
-    high_recon = high_vq.postprocess_images(high_vq.decode(high_vq.encode(high_vq.preprocess_images(real_high))))
-    high = sr.upsample(np.asarray(low_ids), list(prompts), seed=args.seed, batch_size=args.batch_size)
+    high, low_recon, high_recon = upsample_real_scenes(sr, low_ids, real_high, prompts, seed=args.seed,
+                                                       batch_size=args.batch_size)
     ceilings = {"real_renders": (real_low, real_high), "tokenizer_reconstructions": (low_recon, high_recon)}
-    return np.asarray(low_recon), np.asarray(high), ceilings
+    return low_recon, high, ceilings
 
 
 def main(argv=None):

@@ -31,6 +31,20 @@ from keras_muse.utils.image_utils import resize_images
 from keras_muse.utils.image_utils import save_png
 
 
+def upsample_real_scenes(sr_task, low_ids, high_images, captions, seed=0, batch_size=32, **sample_kwargs):
+    """Super-res from real scenes' low-res tokens, beside both tokenizers'
+    reconstructions of the same scenes: returns `(output, low_res_recon,
+    high_res_recon)`. The reconstructions are what the stage is handed
+    (low-res) and the best it could give back (high-res)."""
+    out = sr_task.upsample(np.asarray(low_ids), list(captions), seed=seed, batch_size=batch_size, **sample_kwargs)
+    low_vq, high_vq = sr_task.low_res_vqgan, sr_task.vqgan
+    low_recon = low_vq.postprocess_images(low_vq.decode(low_ids))
+    high_recon = high_vq.postprocess_images(
+        high_vq.decode(high_vq.encode(high_vq.preprocess_images(high_images)))
+    )
+    return np.asarray(out), np.asarray(low_recon), np.asarray(high_recon)
+
+
 def upsampling_report(sr_task, low_ids, low_images, high_images, captions, seed=0, batch_size=32,
                       **sample_kwargs):
     """PSNR against the real high-res images of the same scenes: the
@@ -38,14 +52,10 @@ def upsampling_report(sr_task, low_ids, low_images, high_images, captions, seed=
     vs bicubic upsampling of the real low-res image and of the low-res
     tokenizer's reconstruction (what the base stage hands over), and the
     high-res tokenizer's own reconstruction (the ceiling)."""
-    out = sr_task.upsample(low_ids, list(captions), seed=seed, batch_size=batch_size, **sample_kwargs)
-    size = high_images.shape[1:3]
-    low_vq = sr_task.low_res_vqgan
-    low_recon = low_vq.postprocess_images(low_vq.decode(low_ids))
-    high_vq = sr_task.vqgan
-    high_recon = high_vq.postprocess_images(
-        high_vq.decode(high_vq.encode(high_vq.preprocess_images(high_images)))
+    out, low_recon, high_recon = upsample_real_scenes(
+        sr_task, low_ids, high_images, captions, seed=seed, batch_size=batch_size, **sample_kwargs
     )
+    size = high_images.shape[1:3]
     return {
         "super_res_psnr": float(np.mean(psnr(high_images, out))),
         "bicubic_real_low_res_psnr": float(np.mean(psnr(high_images, resize_images(low_images, size)))),
