@@ -76,6 +76,9 @@ def _add_train_muse(subparsers):
     p.add_argument("--checkpoint-dir", default=None, help="BackupAndRestore dir: a killed run resumes")
     p.add_argument("--init-from", default=None,
                    help="MuseTextToImage preset whose backbone (and text encoder) weights start this run")
+    p.add_argument("--freeze-text-encoder", action="store_true",
+                   help="keep the text encoder's weights as loaded (e.g. continuing a base that a super-res "
+                        "stage reads the text embeddings of)")
     p.add_argument("--report", default=None, help="JSON file for the measurements")
     p.set_defaults(func=_run_train_muse)
 
@@ -111,6 +114,7 @@ def _run_train_muse(args):
         save_preset=args.save_preset,
         checkpoint_dir=args.checkpoint_dir,
         init_from=args.init_from,
+        freeze_text_encoder=args.freeze_text_encoder,
         report=args.report,
     )
     print(json.dumps(result["heldout_masked_token_accuracy"]))

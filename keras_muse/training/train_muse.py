@@ -169,6 +169,7 @@ def train_muse(
     save_preset=None,
     checkpoint_dir=None,
     init_from=None,
+    freeze_text_encoder=False,
     report=None,
     verbose=1,
 ):
@@ -181,6 +182,11 @@ def train_muse(
     its backbone weights and, unless `text_encoder` is a preset directory,
     from the text encoder trained with them: runs longer than one sitting,
     or on a fine-tuned tokenizer whose codes kept their meaning.
+
+    `freeze_text_encoder` keeps the text encoder's weights as loaded (the
+    paper's setting with a pre-trained T5). Continuing a base that a
+    super-res stage was trained on needs it: the super-res model reads the
+    same text encoder's outputs, so they must not move.
     """
     keras.utils.set_random_seed(seed)
     started = time.time()
@@ -212,7 +218,7 @@ def train_muse(
     if init_from:
         warm_start(backbone, init_from)
     task = MuseTextToImage(
-        backbone, text_encoder=encoder, vqgan=vqgan, trainable_text_encoder=True,
+        backbone, text_encoder=encoder, vqgan=vqgan, trainable_text_encoder=not freeze_text_encoder,
         condition_dropout=condition_dropout, label_smoothing=label_smoothing, seed=seed,
     )
     history, steps_done, train_seconds = fit_for_steps(
@@ -231,6 +237,7 @@ def train_muse(
         "text_encoder_parameters": int(encoder.count_params()),
         "steps": steps_done,
         "init_from": str(init_from) if init_from else None,
+        "freeze_text_encoder": bool(freeze_text_encoder),
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "condition_dropout": condition_dropout,

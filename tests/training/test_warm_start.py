@@ -53,3 +53,24 @@ def test_train_muse_continues_from_a_preset(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
     for a, b in zip(first.text_encoder.get_weights(), second.text_encoder.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_train_muse_can_continue_with_the_text_encoder_frozen(tmp_path):
+    from keras_muse.training.train_muse import train_muse
+
+    make_vqgan(factor=4).save_to_preset(tmp_path / "vqgan")
+    common = dict(hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64, steps=3, batch_size=4,
+                  num_train_images=8, num_eval_images=4, resolution=16, learning_rate=1e-2, warmup_steps=1,
+                  verbose=0)
+    train_muse(tmp_path / "vqgan", save_preset=tmp_path / "first", **common)
+    first = MuseTextToImage.from_preset(tmp_path / "first")
+    result = train_muse(tmp_path / "vqgan", init_from=tmp_path / "first", freeze_text_encoder=True,
+                        save_preset=tmp_path / "second", **common)
+    second = MuseTextToImage.from_preset(tmp_path / "second")
+    assert result["freeze_text_encoder"] is True
+    # A super-res stage trained on the first run's text embeddings still gets the same ones...
+    for a, b in zip(first.text_encoder.get_weights(), second.text_encoder.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # ...while the transformer did train.
+    assert not all(np.allclose(a, b) for a, b in zip(first.backbone.get_weights(), second.backbone.get_weights()))
