@@ -8,7 +8,9 @@ made. Stages (running minutes on a 2-core CPU, JAX backend):
 1. the 64x64 shapes tokenizer (f4, 512 codes): 1000 steps (~12 min), then
    4000 more at batch 16 (~35 min) = the shipped `vqgan_shapes_64`
 2. the base transformer + the tiny text encoder, trained jointly on its
-   tokens: 6500 steps at batch 32 (~90 min at 0.85 s/step)
+   tokens: 6500 steps at batch 32 (~90 min at 0.85 s/step), continued
+   3000 steps at 1e-3 with the text encoder frozen (~70 min; the super-res
+   stage reads that encoder's embeddings, so they stay put)
 3. packaging: float16 weights into keras_muse/presets/muse_shapes_64/
 
 With `--super-res` (the two-stage `muse_shapes_128`: 31.04 dB held-out PSNR at
@@ -27,7 +29,7 @@ tokens; examples/results/super_res_sampling_sweep_v3.json):
     KERAS_BACKEND=jax python examples/build_shipped_presets.py --work-dir outputs/ship --super-res
     # or package presets you already trained:
     python examples/build_shipped_presets.py --package-only \\
-        --base-preset DIR --base-report train_muse.json --vqgan-report train_vqgan.json
+        --base-preset DIR --base-report train_muse.json --vqgan-report train_vqgan.json   # + .first.json
     python examples/build_shipped_presets.py --package-only --super-res \
         --super-res-preset DIR --super-res-report train_super_res.json   # + .first.json
 """
@@ -50,6 +52,9 @@ VQGAN_STAGES = [
 BASE_ARGS = ["--hidden-dim", "128", "--num-layers", "4", "--num-heads", "4", "--mlp-dim", "512",
              "--dropout", "0", "--batch-size", "32", "--steps", "6500", "--learning-rate", "2e-3",
              "--warmup-steps", "100", "--num-train-images", "50000", "--seed", "0"]
+# The shipped base continues the first run (9500 steps in all); its text encoder stays as the first run left it.
+BASE_CONTINUE_ARGS = [*BASE_ARGS[:BASE_ARGS.index("--steps")], "--steps", "3000", "--learning-rate", "1e-3",
+                      "--warmup-steps", "50", "--num-train-images", "50000", "--seed", "1", "--freeze-text-encoder"]
 VQGAN_128_ARGS = ["--preset", "vqgan_shapes_64", "--resolution", "128", "--steps", "1500", "--batch-size", "8",
                   "--learning-rate", "5e-4", "--warmup-steps", "50", "--num-train-images", "12000",
                   "--num-eval-images", "256", "--seed", "3"]
@@ -77,8 +82,29 @@ def _summary(report_path):
     with open(report_path) as f:
         report = json.load(f)
     keep = ("steps", "batch_size", "learning_rate", "seed", "train_seconds", "seconds_per_step", "heldout",
+            "freeze_text_encoder",
             "heldout_masked_token_accuracy", "backbone", "num_train_images", "backend")
     return {k: report[k] for k in keep if k in report}
+
+
+def _alignment_summary(report_path):
+    """The held-out alignment table of an `evaluate` report, with the
+    command that reproduces it on the shipped preset."""
+    with open(report_path) as f:
+        report = json.load(f)
+    if report.get("split") != "heldout":
+        raise SystemExit(f"--alignment-report {report_path!r}: expected the held-out split, got {report.get('split')!r}")
+    scales = [r["guidance_scale"] for r in report["results"]]
+    command = (f"python -m keras_muse evaluate --preset muse_shapes_64 -n {report['num_prompts']} "
+               f"--batch-size {report.get('batch_size', 8)} --data-seed {report['data_seed']} --seed {report['seed']} "
+               f"--guidance-sweep {','.join(f'{s:g}' for s in scales)} --no-inception --no-clip")
+    by_guidance = {}
+    for r in report["results"]:
+        row = {k: round(r["alignment"][k], 4) for k in ("color", "shape", "size", "position", "count", "all")}
+        row["classifier_fid"] = round(r["classifier_fid"], 1)
+        by_guidance[str(float(r["guidance_scale"]))] = row
+    return {"command": command, "data_seed": report["data_seed"], "num_prompts": report["num_prompts"],
+            "by_guidance": by_guidance, "classifier_fid_floor": round(report["real"]["classifier_fid_floor"], 1)}
 
 
 def main(argv=None):
@@ -88,6 +114,9 @@ def main(argv=None):
     parser.add_argument("--base-preset", default=None)
     parser.add_argument("--base-report", default=None)
     parser.add_argument("--vqgan-report", default=None)
+    parser.add_argument("--alignment-report", default=None,
+                        help="`python -m keras_muse evaluate` JSON of the packaged base (held-out split, "
+                             "no Inception/CLIP): its alignment per guidance scale goes into the recipe")
     parser.add_argument("--dest-root", default=None, help="default: the package's keras_muse/presets")
     parser.add_argument("--super-res", action="store_true", help="also build the two-stage muse_shapes_128")
     parser.add_argument("--skip-base", action="store_true", help="with --super-res: only stages 4-6")
@@ -105,7 +134,9 @@ def main(argv=None):
         "python examples/train_vqgan.py " + " ".join(VQGAN_STAGES[0] + ["--save-preset", "VQ1"]),
         "python examples/train_vqgan.py --preset VQ1 " + " ".join(VQGAN_STAGES[1] + ["--save-preset", "VQGAN_DIR"])
         + "   # = the shipped vqgan_shapes_64",
-        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + " ".join(BASE_ARGS + ["--save-preset", "BASE_DIR"]),
+        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + " ".join(BASE_ARGS + ["--save-preset", "FIRST"]),
+        "python examples/train_muse.py --vqgan-preset VQGAN_DIR --init-from FIRST "
+        + " ".join(BASE_CONTINUE_ARGS + ["--save-preset", "BASE_DIR"]),
     ]
     base_stages = not (args.super_res and args.skip_base)
     os.makedirs(work, exist_ok=True)
@@ -113,8 +144,10 @@ def main(argv=None):
         _run("train_vqgan.py", VQGAN_STAGES[0] + ["--save-preset", first_vqgan])
         _run("train_vqgan.py", ["--preset", first_vqgan, *VQGAN_STAGES[1], "--save-preset", vqgan_dir,
                                 "--report", vqgan_report])
-        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *BASE_ARGS, "--save-preset", base_dir,
-                               "--report", base_report])
+        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *BASE_ARGS, "--save-preset", base_dir + "_first",
+                               "--report", base_report + ".first.json"])
+        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, "--init-from", base_dir + "_first", *BASE_CONTINUE_ARGS,
+                               "--save-preset", base_dir, "--report", base_report])
     if base_stages:
         _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset)
     if args.super_res:
@@ -172,14 +205,19 @@ def _build_super_res(args, work):
 def _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset):
     src = args.base_preset or base_dir
     stages = {}
-    for name, path in (("vqgan", vqgan_report), ("base", base_report)):
+    # base_first_run: the run that the shipped one continues.
+    for name, path in (("vqgan", vqgan_report), ("base_first_run", base_report + ".first.json"),
+                       ("base", base_report)):
         if os.path.isfile(path):
             stages[name] = _summary(path)
     minutes = sum(s.get("train_seconds", 0) for s in stages.values()) / 60
-    dest = package_preset(src, "muse_shapes_64", recipe={
+    recipe = {
         "commands": commands, "stages": stages, "train_minutes": round(minutes, 1),
         "hardware": "2-core x86 CPU, JAX backend", "dataset": "keras_muse.datasets.shapes (procedural)",
-    }, dest_root=args.dest_root)
+    }
+    if args.alignment_report:
+        recipe["heldout_alignment"] = _alignment_summary(args.alignment_report)
+    dest = package_preset(src, "muse_shapes_64", recipe=recipe, dest_root=args.dest_root)
     size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(dest) for f in fs)
     print(f"packaged {dest} ({size / 2**20:.1f} MiB)")
 

@@ -155,3 +155,35 @@ def test_eval_super_res_from_real_scenes_reports_the_ceilings(tmp_path):
         assert judged["num_images"] == 4 and all(0 <= judged[k] <= 1 for k in ("color", "shape", "count"))
     # Real renders of one scene at two sizes read the same to the classifier.
     assert result["classifier_agreement_real_renders"]["color"] >= 0.75
+
+
+def _load_example(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_shipped_presets_records_the_evaluate_report_it_is_given(tmp_path):
+    build = _load_example("build_shipped_presets")
+
+    def row(scale, shape):
+        scores = {"color": 0.9, "shape": shape, "size": 0.8, "position": 0.7, "count": 0.6, "all": 0.1234567}
+        return {"guidance_scale": scale, "alignment": scores, "classifier_fid": 123.456}
+
+    report = {"split": "heldout", "num_prompts": 128, "batch_size": 16, "data_seed": 777, "seed": 0,
+              "real": {"classifier_fid_floor": 53.39}, "results": [row(1.0, 0.3), row(3.0, 0.5)]}
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(report))
+    summary = build._alignment_summary(str(path))
+    assert summary["by_guidance"]["3.0"]["shape"] == 0.5 and summary["by_guidance"]["1.0"]["shape"] == 0.3
+    assert summary["by_guidance"]["3.0"]["all"] == 0.1235 and summary["by_guidance"]["3.0"]["classifier_fid"] == 123.5
+    assert summary["classifier_fid_floor"] == 53.4
+    # The command reproduces the report's settings on the shipped preset.
+    for flag in ("--preset muse_shapes_64", "-n 128", "--batch-size 16", "--data-seed 777", "--guidance-sweep 1,3"):
+        assert flag in summary["command"], summary["command"]
+    path.write_text(json.dumps({**report, "split": "train"}))
+    with pytest.raises(SystemExit, match="held-out split"):
+        build._alignment_summary(str(path))

@@ -141,6 +141,7 @@ def evaluate(task, num_prompts=64, split="heldout", guidance_scales=None, num_st
         "sampling": used_sampling,
         "seed": seed,
         "data_seed": data_seed,
+        "batch_size": batch_size,
         "real": {
             "alignment": _rounded(real_alignment),
             "classifier_fid_floor": fid.frechet_distance(real_stats, fid.compute_statistics(other, features)),
