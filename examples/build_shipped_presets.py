@@ -8,9 +8,7 @@ made. Stages (running minutes on a 2-core CPU, JAX backend):
 1. the 64x64 shapes tokenizer (f4, 512 codes): 1000 steps (~12 min), then
    4000 more at batch 16 (~35 min) = the shipped `vqgan_shapes_64`
 2. the base transformer + the tiny text encoder, trained jointly on its
-   tokens: 6500 steps at batch 32 (~90 min at 0.85 s/step), continued
-   3000 steps at 1e-3 with the text encoder frozen (~70 min; the super-res
-   stage reads that encoder's embeddings, so they stay put)
+   tokens: 6500 steps at batch 32 (~90 min at 0.85 s/step)
 3. packaging: float16 weights into keras_muse/presets/muse_shapes_64/
 
 With `--super-res` (the two-stage `muse_shapes_128`: 31.04 dB held-out PSNR at
@@ -29,7 +27,7 @@ tokens; examples/results/super_res_sampling_sweep_v3.json):
     KERAS_BACKEND=jax python examples/build_shipped_presets.py --work-dir outputs/ship --super-res
     # or package presets you already trained:
     python examples/build_shipped_presets.py --package-only \\
-        --base-preset DIR --base-report train_muse.json --vqgan-report train_vqgan.json   # + .first.json
+        --base-preset DIR --base-report train_muse.json --vqgan-report train_vqgan.json   # a continued base: + train_muse.json.first.json
     python examples/build_shipped_presets.py --package-only --super-res \
         --super-res-preset DIR --super-res-report train_super_res.json   # + .first.json
 """
@@ -52,9 +50,6 @@ VQGAN_STAGES = [
 BASE_ARGS = ["--hidden-dim", "128", "--num-layers", "4", "--num-heads", "4", "--mlp-dim", "512",
              "--dropout", "0", "--batch-size", "32", "--steps", "6500", "--learning-rate", "2e-3",
              "--warmup-steps", "100", "--num-train-images", "50000", "--seed", "0"]
-# The shipped base continues the first run (9500 steps in all); its text encoder stays as the first run left it.
-BASE_CONTINUE_ARGS = [*BASE_ARGS[:BASE_ARGS.index("--steps")], "--steps", "3000", "--learning-rate", "1e-3",
-                      "--warmup-steps", "50", "--num-train-images", "50000", "--seed", "1", "--freeze-text-encoder"]
 VQGAN_128_ARGS = ["--preset", "vqgan_shapes_64", "--resolution", "128", "--steps", "1500", "--batch-size", "8",
                   "--learning-rate", "5e-4", "--warmup-steps", "50", "--num-train-images", "12000",
                   "--num-eval-images", "256", "--seed", "3"]
@@ -134,9 +129,7 @@ def main(argv=None):
         "python examples/train_vqgan.py " + " ".join(VQGAN_STAGES[0] + ["--save-preset", "VQ1"]),
         "python examples/train_vqgan.py --preset VQ1 " + " ".join(VQGAN_STAGES[1] + ["--save-preset", "VQGAN_DIR"])
         + "   # = the shipped vqgan_shapes_64",
-        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + " ".join(BASE_ARGS + ["--save-preset", "FIRST"]),
-        "python examples/train_muse.py --vqgan-preset VQGAN_DIR --init-from FIRST "
-        + " ".join(BASE_CONTINUE_ARGS + ["--save-preset", "BASE_DIR"]),
+        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + " ".join(BASE_ARGS + ["--save-preset", "BASE_DIR"]),
     ]
     base_stages = not (args.super_res and args.skip_base)
     os.makedirs(work, exist_ok=True)
@@ -144,10 +137,8 @@ def main(argv=None):
         _run("train_vqgan.py", VQGAN_STAGES[0] + ["--save-preset", first_vqgan])
         _run("train_vqgan.py", ["--preset", first_vqgan, *VQGAN_STAGES[1], "--save-preset", vqgan_dir,
                                 "--report", vqgan_report])
-        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *BASE_ARGS, "--save-preset", base_dir + "_first",
-                               "--report", base_report + ".first.json"])
-        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, "--init-from", base_dir + "_first", *BASE_CONTINUE_ARGS,
-                               "--save-preset", base_dir, "--report", base_report])
+        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *BASE_ARGS, "--save-preset", base_dir,
+                               "--report", base_report])
     if base_stages:
         _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset)
     if args.super_res:
@@ -205,7 +196,7 @@ def _build_super_res(args, work):
 def _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset):
     src = args.base_preset or base_dir
     stages = {}
-    # base_first_run: the run that the shipped one continues.
+    # base_first_run: the run that a continued base (--init-from) started from, if its report is there.
     for name, path in (("vqgan", vqgan_report), ("base_first_run", base_report + ".first.json"),
                        ("base", base_report)):
         if os.path.isfile(path):
