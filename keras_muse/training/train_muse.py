@@ -170,6 +170,7 @@ def train_muse(
     checkpoint_dir=None,
     init_from=None,
     freeze_text_encoder=False,
+    dtype_policy=None,
     report=None,
     verbose=1,
 ):
@@ -187,7 +188,19 @@ def train_muse(
     paper's setting with a pre-trained T5). Continuing a base that a
     super-res stage was trained on needs it: the super-res model reads the
     same text encoder's outputs, so they must not move.
+
+    `dtype_policy` (e.g. "mixed_bfloat16") sets the transformer's compute
+    dtype; its weights and the optimizer stay float32. On the TensorFlow
+    backend bf16 matmuls run on oneDNN's AMX kernels where the CPU has them
+    (`benchmarks/train_bench.py --dtype mixed_bfloat16` measures the gain).
+    The saved preset records the policy.
     """
+    if dtype_policy is not None:
+        # Fails here, naming the argument, rather than deep inside the build.
+        try:
+            keras.dtype_policies.get(dtype_policy)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"dtype_policy={dtype_policy!r} is not a Keras dtype policy ({e})") from None
     keras.utils.set_random_seed(seed)
     started = time.time()
     vqgan = VQGAN.from_preset(vqgan_preset)
@@ -213,7 +226,7 @@ def train_muse(
     backbone = MuseBackbone(
         codebook_size=vqgan.codebook_size, grid_size=grid, hidden_dim=hidden_dim,
         num_layers=num_layers, num_heads=num_heads, mlp_dim=mlp_dim,
-        text_dim=encoder.hidden_dim, dropout=dropout,
+        text_dim=encoder.hidden_dim, dropout=dropout, dtype=dtype_policy,
     )
     if init_from:
         warm_start(backbone, init_from)
@@ -238,6 +251,7 @@ def train_muse(
         "steps": steps_done,
         "init_from": str(init_from) if init_from else None,
         "freeze_text_encoder": bool(freeze_text_encoder),
+        "dtype_policy": keras.dtype_policies.get(dtype_policy).name if dtype_policy else backbone.dtype_policy.name,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "condition_dropout": condition_dropout,

@@ -74,3 +74,32 @@ def test_train_muse_can_continue_with_the_text_encoder_frozen(tmp_path):
         np.testing.assert_array_equal(a, b)
     # ...while the transformer did train.
     assert not all(np.allclose(a, b) for a, b in zip(first.backbone.get_weights(), second.backbone.get_weights()))
+
+
+def test_train_muse_names_a_bad_dtype_policy(tmp_path):
+    from keras_muse.training.train_muse import train_muse
+
+    with pytest.raises(ValueError, match="dtype_policy='bf17'"):
+        train_muse(tmp_path / "never-read", dtype_policy="bf17")
+
+
+@pytest.mark.slow
+def test_train_muse_in_mixed_bfloat16_saves_a_preset_that_samples(tmp_path):
+    from keras_muse.training.train_muse import train_muse
+
+    make_vqgan(factor=4).save_to_preset(tmp_path / "vqgan")
+    result = train_muse(tmp_path / "vqgan", hidden_dim=32, num_layers=1, num_heads=2, mlp_dim=64, steps=3,
+                        batch_size=4, num_train_images=8, num_eval_images=4, resolution=16,
+                        learning_rate=1e-2, warmup_steps=1, dtype_policy="mixed_bfloat16",
+                        save_preset=tmp_path / "bf16", verbose=0)
+    assert result["dtype_policy"] == "mixed_bfloat16"
+    assert np.isfinite(result["final_train_logs"]["loss"])
+    saved = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert saved["config"]["dtype"]["config"]["name"] == "mixed_bfloat16"
+    # keras-hub convention: a preset loads in the caller's dtype policy; the
+    # float32 weights the optimizer updated load under any policy.
+    task = MuseTextToImage.from_preset(tmp_path / "bf16")
+    assert all(w.dtype == "float32" for w in task.backbone.weights)
+    images = task.generate(["a red circle"], num_steps=2, seed=0)
+    assert np.asarray(images).shape[0] == 1
+    assert np.isfinite(np.asarray(images, "float32")).all()
