@@ -17,6 +17,14 @@ def test_parser_knows_the_commands():
         build_parser().parse_args(["frobnicate"])
 
 
+def test_train_muse_cli_takes_a_dtype_policy():
+    args = build_parser().parse_args(["train", "muse", "--vqgan-preset", "v", "--dtype-policy", "mixed_bfloat16"])
+    assert args.dtype_policy == "mixed_bfloat16"
+    assert build_parser().parse_args(["train", "muse", "--vqgan-preset", "v"]).dtype_policy is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "muse", "--vqgan-preset", "v", "--dtype-policy", "bf17"])
+
+
 def test_train_super_res_cli_checks_sampling_defaults_before_training(tmp_path):
     from keras_muse.cli import _parse_sampling_defaults
 
