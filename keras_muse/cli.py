@@ -79,9 +79,9 @@ def _add_train_muse(subparsers):
     p.add_argument("--freeze-text-encoder", action="store_true",
                    help="keep the text encoder's weights as loaded (e.g. continuing a base that a super-res "
                         "stage reads the text embeddings of)")
-    p.add_argument("--dtype-policy", default=None, choices=["float32", "mixed_bfloat16", "mixed_float16"],
+    p.add_argument("--dtype-policy", default=None, choices=["float32", "mixed_bfloat16"],
                    help="the transformer's Keras dtype policy (mixed_bfloat16: bf16 compute, float32 weights; "
-                        "faster on CPUs with AMX under the TensorFlow backend)")
+                        "faster on CPUs with AMX under the TensorFlow backend; float16 would need loss scaling)")
     p.add_argument("--report", default=None, help="JSON file for the measurements")
     p.set_defaults(func=_run_train_muse)
 
