@@ -251,7 +251,7 @@ def train_muse(
         "steps": steps_done,
         "init_from": str(init_from) if init_from else None,
         "freeze_text_encoder": bool(freeze_text_encoder),
-        "dtype_policy": keras.dtype_policies.get(dtype_policy).name if dtype_policy else backbone.dtype_policy.name,
+        "dtype_policy": backbone.dtype_policy.name,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "condition_dropout": condition_dropout,
