@@ -5,6 +5,7 @@ from keras_muse.layers.reversible_embedding import ReversibleEmbedding
 from keras_muse.layers.layer_normalization import LayerNormalization
 from keras_muse.layers.transformer_block import MuseAttention
 from keras_muse.layers.transformer_block import MuseTransformerBlock
+from keras_muse.layers.masked_head_loss import masked_head_loss
 from keras_muse.layers.masked_token_loss import masked_token_accuracy
 from keras_muse.layers.masked_token_loss import masked_token_loss
 from keras_muse.layers.masking import MaskTokens

@@ -77,14 +77,22 @@ def masked_token_loss(labels, logits, mask, label_smoothing=0.0):
     loss = masked_token_loss(labels, logits, mask, label_smoothing=0.1)
     ```
     """
-    if isinstance(label_smoothing, (int, float)) and not (
-        0.0 <= label_smoothing < 1.0
-    ):
+    _check_label_smoothing(label_smoothing)
+    labels, logits, weights, is_masked = _prepare(labels, logits, mask)
+    return _weighted_mean(per_token_cross_entropy(labels, logits, label_smoothing), weights, is_masked)
+
+
+def _check_label_smoothing(label_smoothing):
+    if isinstance(label_smoothing, (int, float)) and not (0.0 <= label_smoothing < 1.0):
         raise ValueError(
             "`label_smoothing` must lie in [0, 1). "
             f"Received: label_smoothing={label_smoothing}"
         )
-    labels, logits, weights, is_masked = _prepare(labels, logits, mask)
+
+
+def per_token_cross_entropy(labels, logits, label_smoothing=0.0):
+    """(Smoothed) cross-entropy per position: int `labels` [...], float32
+    `logits` [..., V] -> float32 [...]."""
     # -log p_v = lse - l_v, so the loss needs the log-sum-exp, the label's
     # logit and (with smoothing) the mean logit: no [.., V] log-probabilities
     # are formed, and the gradient is one pass, softmax - target.
@@ -95,7 +103,7 @@ def masked_token_loss(labels, logits, mask, label_smoothing=0.0):
     if not (isinstance(label_smoothing, (int, float)) and label_smoothing == 0.0):
         uniform_ce = lse - ops.mean(logits, axis=-1)
         per_token = (1.0 - label_smoothing) * per_token + label_smoothing * uniform_ce
-    return _weighted_mean(per_token, weights, is_masked)
+    return per_token
 
 
 def masked_token_accuracy(labels, logits, mask):

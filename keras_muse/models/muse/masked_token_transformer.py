@@ -17,6 +17,7 @@ from keras_muse.layers.reversible_embedding import ReversibleEmbedding
 from keras_muse.layers.position_embedding_2d import PositionEmbedding2D
 from keras_muse.layers.transformer_block import MuseTransformerBlock
 from keras_muse.layers.transformer_block import apply_on_tokens
+from keras_muse.utils.untracked import Untracked
 
 
 def as_grid(grid_size):
@@ -117,6 +118,25 @@ class MaskedTokenTransformerMixin:
 
     def logits_from_hidden(self, x):
         return self.token_logits(self.head_features(x))
+
+    def _set_hidden_view(self, inputs, hidden):
+        # A functional view of the same graph up to the transformer output,
+        # sharing every layer; held untracked so the weight file is unchanged.
+        self._hidden_view = Untracked(keras.Model(inputs, hidden, name=f"{self.name}_hidden"))
+
+    def hidden_states(self, inputs, training=False):
+        """The transformer stack's output `[B, N, hidden]` for the backbone's
+        inputs: `logits_from_hidden` of it is the backbone's output. Training
+        reads logits from the masked positions only
+        (`keras_muse.layers.masked_head_loss`).
+
+        Example:
+        ```python
+        hidden = backbone.hidden_states(inputs)
+        logits = backbone.logits_from_hidden(hidden)   # == backbone(inputs)
+        ```
+        """
+        return self._hidden_view.value(inputs, training=training)
 
     def cross_attention_maps(self, token_ids, context, context_mask=None):
         """How every layer's tokens attend over `context` (for inspection).

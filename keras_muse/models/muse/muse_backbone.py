@@ -81,16 +81,18 @@ class MuseBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMixin, Bac
         x = self.embed_tokens(token_ids)
         x = self.transform(x, context=self.project_text(text_embeddings), context_mask=text_padding_mask)
         logits = self.logits_from_hidden(x)
+        inputs = {
+            "token_ids": token_ids,
+            "text_embeddings": text_embeddings,
+            "text_padding_mask": text_padding_mask,
+        }
         super().__init__(
-            inputs={
-                "token_ids": token_ids,
-                "text_embeddings": text_embeddings,
-                "text_padding_mask": text_padding_mask,
-            },
+            inputs=inputs,
             outputs=logits,
             dtype=dtype,
             **kwargs,
         )
+        self._set_hidden_view(inputs, x)
 
         # === Config ===
         self.codebook_size = codebook_size

@@ -149,17 +149,19 @@ class MuseSuperResBackbone(MaskedTokenTransformerMixin, LayoutMapMixin, PresetMi
             x = x + self.token_bias(low_res)
         x = self.transform(x, context=context, context_mask=context_mask)
         logits = self.logits_from_hidden(x)
+        inputs = {
+            "token_ids": token_ids,
+            "low_res_token_ids": low_res_token_ids,
+            "text_embeddings": text_embeddings,
+            "text_padding_mask": text_padding_mask,
+        }
         super().__init__(
-            inputs={
-                "token_ids": token_ids,
-                "low_res_token_ids": low_res_token_ids,
-                "text_embeddings": text_embeddings,
-                "text_padding_mask": text_padding_mask,
-            },
+            inputs=inputs,
             outputs=logits,
             dtype=dtype,
             **kwargs,
         )
+        self._set_hidden_view(inputs, x)
 
         # === Config ===
         self.codebook_size = codebook_size

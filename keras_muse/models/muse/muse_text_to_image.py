@@ -9,8 +9,7 @@ from keras import ops
 from keras_hub.models import TextToImage
 
 from keras_muse import backend as muse_backend
-from keras_muse.layers.masked_token_loss import masked_token_accuracy
-from keras_muse.layers.masked_token_loss import masked_token_loss
+from keras_muse.layers.masked_head_loss import masked_head_loss
 from keras_muse.layers.masking import SCHEDULES
 from keras_muse.layers.masking import apply_mask
 from keras_muse.layers.masking import sample_condition_dropout
@@ -458,7 +457,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
 
         def loss_fn():
             embeddings, text_mask = self._text_embeddings(x, drop, training)
-            logits = self.backbone(
+            hidden = self.backbone.hidden_states(
                 {
                     "token_ids": masked_ids,
                     "text_embeddings": embeddings,
@@ -467,8 +466,9 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
                 },
                 training=training,
             )
-            loss = masked_token_loss(ids, logits, token_mask, self.label_smoothing)
-            accuracy = masked_token_accuracy(ids, ops.stop_gradient(logits), token_mask)
+            loss, accuracy = masked_head_loss(
+                ids, hidden, token_mask, self.backbone.logits_from_hidden, self.label_smoothing
+            )
             return loss, {"masked_accuracy": accuracy}
 
         return loss_fn

@@ -54,13 +54,13 @@ def _spy_backbone_inputs(task, x, training=True):
     """Runs one masked forward pass and returns what the backbone received."""
     seen = {}
     task._prepare_unconditional()  # as `fit` does
-    original = MuseSuperResBackbone.__call__
+    original = MuseSuperResBackbone.hidden_states
 
     def spy(self, inputs, *args, **kwargs):
         seen.update({k: np.asarray(v) for k, v in inputs.items()})
         return original(self, inputs, *args, **kwargs)
 
-    with mock.patch.object(MuseSuperResBackbone, "__call__", spy):
+    with mock.patch.object(MuseSuperResBackbone, "hidden_states", spy):
         loss, _ = task._masked_forward(x, training=training)()
     return seen, float(loss)
 
