@@ -15,7 +15,7 @@ from keras_muse.layers.masked_token_loss import _check_label_smoothing
 from keras_muse.layers.masked_token_loss import per_token_cross_entropy
 
 
-def masked_head_loss(labels, hidden, mask, logits_fn, label_smoothing=0.0, chunk_size=256):
+def masked_head_loss(labels, hidden, mask, logits_fn, label_smoothing=0.0, chunk_size=1024):
     """Mean cross-entropy and accuracy over the masked positions.
 
     Args:
@@ -27,7 +27,10 @@ def masked_head_loss(labels, hidden, mask, logits_fn, label_smoothing=0.0, chunk
             `MuseBackbone.logits_from_hidden`).
         label_smoothing: float in [0, 1), as in `masked_token_loss`.
         chunk_size: int, rows per head call; chunks wholly past the masked
-            rows are skipped.
+            rows are skipped. 1024 measured best for the d512 / batch 8 /
+            256-token step on a 2-core CPU (2.03 s vs 2.08 s with the full
+            head; 256 and 512 were slower than the full head, 2.15-2.19 s:
+            each chunk is a separate GEMM and a cond).
 
     Returns:
         `(loss, accuracy)`, float32 scalars; both 0 when nothing is masked.
