@@ -48,3 +48,19 @@ def make_tiny_muse_backbone(seed=0, **overrides):
 
     keras.utils.set_random_seed(seed)
     return MuseBackbone(**{**MuseBackbone.config_presets["muse_tiny"]["config"], **overrides})
+
+
+def check_hidden_states(make_backbone, inputs, tmp_path):
+    """A backbone's `hidden_states` view gives its logits and adds no weights."""
+    bb = make_backbone()
+    hidden = bb.hidden_states(inputs)
+    assert tuple(hidden.shape) == (len(inputs["token_ids"]), bb.num_tokens, bb.hidden_dim)
+    np.testing.assert_allclose(np.asarray(bb.logits_from_hidden(hidden)), np.asarray(bb(inputs)), atol=1e-5)
+    # The view shares the backbone's layers: no variable and no weight-file
+    # entry of its own.
+    assert len({id(v) for v in bb.weights}) == len(bb.weights)
+    path = str(tmp_path / "w.weights.h5")
+    bb.save_weights(path)
+    fresh = make_backbone()
+    fresh.load_weights(path)
+    np.testing.assert_allclose(np.asarray(fresh.hidden_states(inputs)), np.asarray(hidden), atol=1e-6)

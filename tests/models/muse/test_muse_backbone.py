@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import check_hidden_states
 
 from keras_muse.models.muse import MuseBackbone
 
@@ -38,19 +39,7 @@ def test_logits_shape_and_step_methods_agree():
 
 
 def test_hidden_states_give_the_logits_and_add_no_weights(tmp_path):
-    bb = _backbone()
-    inputs = _inputs()
-    hidden = bb.hidden_states(inputs)
-    assert tuple(hidden.shape) == (2, bb.num_tokens, bb.hidden_dim)
-    np.testing.assert_allclose(np.asarray(bb.logits_from_hidden(hidden)), np.asarray(bb(inputs)), atol=1e-5)
-    # The view shares the backbone's layers: no variable and no weight-file
-    # entry of its own.
-    assert len({id(v) for v in bb.weights}) == len(bb.weights)
-    path = str(tmp_path / "w.weights.h5")
-    bb.save_weights(path)
-    fresh = _backbone()
-    fresh.load_weights(path)
-    np.testing.assert_allclose(np.asarray(fresh.hidden_states(inputs)), np.asarray(hidden), atol=1e-6)
+    check_hidden_states(_backbone, _inputs(), tmp_path)
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_guidance_on_features_equals_guidance_on_logits(tie):
