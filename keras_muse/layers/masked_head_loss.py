@@ -9,6 +9,8 @@ last masked row. The result equals `masked_token_loss` /
 `masked_token_accuracy` on the full logits; only the work differs.
 """
 
+import math
+
 from keras import ops
 
 from keras_muse.layers.masked_token_loss import _check_label_smoothing
@@ -46,11 +48,9 @@ def masked_head_loss(labels, hidden, mask, logits_fn, label_smoothing=0.0, chunk
         raise ValueError(f"`chunk_size` must be a positive int. Received: chunk_size={chunk_size}")
     hidden = ops.convert_to_tensor(hidden)
     width = hidden.shape[-1]
-    rows = None  # static row count; unknown under a TF graph with a None batch
-    if all(s is not None for s in hidden.shape[:-1]):
-        rows = 1
-        for s in hidden.shape[:-1]:
-            rows *= int(s)
+    leading = hidden.shape[:-1]
+    # The static row count; unknown under a TF graph with a None batch.
+    rows = math.prod(leading) if all(s is not None for s in leading) else None
     labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
     weights = ops.reshape(ops.cast(mask, "float32"), (-1,))
     hidden = ops.reshape(hidden, (-1, width))
