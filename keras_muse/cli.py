@@ -68,6 +68,8 @@ def _add_train_muse(subparsers):
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=100)
     p.add_argument("--condition-dropout", type=float, default=0.1)
+    p.add_argument("--object-token-weight", type=float, default=1.0,
+                   help="loss weight of the tokens showing an object (background: 1)")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--num-train-images", type=int, default=20000)
     p.add_argument("--num-eval-images", type=int, default=512)
@@ -110,6 +112,7 @@ def _run_train_muse(args):
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         condition_dropout=args.condition_dropout,
+        object_token_weight=args.object_token_weight,
         label_smoothing=args.label_smoothing,
         num_train_images=args.num_train_images,
         num_eval_images=args.num_eval_images,

@@ -254,6 +254,12 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
 
     def preprocess_samples(self, x, y=None, sample_weight=None):
         x = self._standardize(x, y)
+        if sample_weight is not None:
+            # Carried to the train step as Keras' third element.
+            return self._preprocess_text(x), None, sample_weight
+        return self._preprocess_text(x)
+
+    def _preprocess_text(self, x):
         if "prompts" in x:
             prompts = x.pop("prompts")
             if self.preprocessor is None:
@@ -266,23 +272,63 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
             x["text_padding_mask"] = tokens["padding_mask"]
         return x
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, shuffle=True, **kwargs):
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, shuffle=True, sample_weight=None, **kwargs):
+        """Trains on masked tokens; `x`/`y` take the forms of
+        `keras_muse.models.muse.training_inputs`.
+
+        `sample_weight` (in-memory data; or a dataset's third element)
+        weights the masked-token loss: `[batch]` per example, or
+        `[batch, N]` / `[batch, h, w]` per token (e.g. more weight on the
+        tokens that show objects than on flat background). The loss is the
+        weighted mean over the masked tokens, and `masked_accuracy` is
+        weighted the same way.
+        """
         self._check_arrays(x, y)
+        in_memory = y is not None or isinstance(x, (tuple, list, dict))
+        if sample_weight is not None and not in_memory:
+            raise ValueError(
+                "`sample_weight` goes with in-memory data; a dataset carries its weights as "
+                "the third element of each batch, `(x, y, sample_weight)`."
+            )
+        if sample_weight is not None:
+            sample_weight = self._check_sample_weight(sample_weight, x, y)
         self._prepare_unconditional()
         keys = self._data_keys(x, y)
         if self.condition_dropout > 0 and "text_embeddings" in keys:
             # Raised here, not while tracing the step (which would leave
             # half-built optimizer state behind).
             self.unconditional_text_embeddings()
-        in_memory = y is not None or isinstance(x, (tuple, list, dict))
-        if shuffle and in_memory and not kwargs.get("validation_split"):
+        if in_memory and not kwargs.get("validation_split") and (shuffle or sample_weight is not None):
             # keras-hub feeds in-memory data through grain unshuffled; a
-            # tf.data pipeline reshuffles every epoch (seeded by `seed`).
-            x, y = self._shuffled_dataset(x, y, batch_size or 32), None
-            batch_size, shuffle = None, False
-        return super().fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=shuffle, **kwargs)
+            # tf.data pipeline reshuffles every epoch (seeded by `seed`) and
+            # keeps the weights with their examples.
+            x, y = self._shuffled_dataset(x, y, batch_size or 32, sample_weight, shuffle), None
+            batch_size, shuffle, sample_weight = None, False, None
+        return super().fit(
+            x, y, batch_size=batch_size, epochs=epochs, shuffle=shuffle, sample_weight=sample_weight, **kwargs
+        )
 
-    def _shuffled_dataset(self, x, y, batch_size):
+    def _check_sample_weight(self, sample_weight, x, y):
+        weights = np.asarray(sample_weight)
+        if not np.issubdtype(weights.dtype, np.number) or weights.dtype == bool:
+            raise ValueError(f"`sample_weight` must be numbers. Received dtype {weights.dtype}.")
+        weights = weights.astype("float32")
+        data = self._standardize(x, y)
+        image = data.get("token_ids", data.get("images"))
+        batch = len(image) if image is not None else None
+        n = self.backbone.num_tokens
+        grid = tuple(self.backbone.grid_size)
+        ok_shapes = ((batch,), (batch, n), (batch,) + grid)
+        if weights.shape not in ok_shapes:
+            raise ValueError(
+                f"`sample_weight` must be [batch] per example or [batch, {n}] / [batch, "
+                f"{grid[0]}, {grid[1]}] per token, batch {batch}. Received shape {weights.shape}."
+            )
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("`sample_weight` must be finite and >= 0 (NaN, inf or negative found).")
+        return weights
+
+    def _shuffled_dataset(self, x, y, batch_size, sample_weight=None, shuffle=True):
         import tensorflow as tf  # tf.data: Keras' backend-independent input pipeline
 
         def slices(v):
@@ -294,9 +340,17 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
             return np.asarray(v) if isinstance(v, (list, tuple)) else v
 
         data = slices((x, y) if y is not None else x)
+        if sample_weight is not None:
+            # Keras' (x, y, sample_weight): a 2-tuple x is (images, text).
+            if isinstance(data, tuple) and len(data) == 2:
+                data = (data[0], data[1], sample_weight)
+            else:
+                data = (data, None, sample_weight)
         ds = tf.data.Dataset.from_tensor_slices(data)
         n = int(ds.cardinality())
-        return ds.shuffle(max(n, 1), seed=self.seed, reshuffle_each_iteration=True).batch(batch_size)
+        if shuffle:
+            ds = ds.shuffle(max(n, 1), seed=self.seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size)
 
     def _data_keys(self, x, y):
         """The standardized keys of the training data, where they can be told
@@ -442,7 +496,25 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         if "text_token_ids" in x and self.text_encoder is None:
             raise ValueError("Training on text token ids needs a `text_encoder`.")
 
-    def _masked_forward(self, x, training):
+    def _token_weights(self, token_mask, sample_weight):
+        """The masked positions' loss weights: the mask, times the
+        per-example `[B]` or per-token `[B, N]` / `[B, h, w]` weights."""
+        if sample_weight is None:
+            return token_mask
+        w = ops.cast(sample_weight, "float32")
+        n = self.backbone.num_tokens
+        if len(w.shape) == 1:
+            w = w[:, None]
+        elif len(w.shape) in (2, 3) and int(np.prod(w.shape[1:])) == n:
+            w = ops.reshape(w, (-1, n))
+        else:
+            raise ValueError(
+                f"`sample_weight` must be [batch] or [batch, {n}] (or the token grid). "
+                f"Received shape {tuple(w.shape)}."
+            )
+        return ops.cast(token_mask, "float32") * w
+
+    def _masked_forward(self, x, training, sample_weight=None):
         """Draws the masks, runs the model; returns (loss, logs) inputs."""
         ids = self._image_token_ids(x)
         self._check_batch(x, ids)
@@ -450,6 +522,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         token_mask = sample_token_mask(
             batch, self.backbone.num_tokens, schedule=self.mask_schedule, seed=self.seed_generator
         )
+        loss_weights = self._token_weights(token_mask, sample_weight)
         drop = None
         if training and self.condition_dropout > 0:
             drop = sample_condition_dropout(batch, self.condition_dropout, seed=self.seed_generator)
@@ -467,7 +540,7 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
                 training=training,
             )
             loss, accuracy = masked_head_loss(
-                ids, hidden, token_mask, self.backbone.logits_from_hidden, self.label_smoothing
+                ids, hidden, loss_weights, self.backbone.logits_from_hidden, self.label_smoothing
             )
             return loss, {"masked_accuracy": accuracy}
 
@@ -484,8 +557,8 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         return muse_backend.run_train_step(self, args, self._train_body)
 
     def _train_body(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss_fn = self._masked_forward(x, training=True)
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        loss_fn = self._masked_forward(x, training=True, sample_weight=sample_weight)
         variables = list(self.trainable_variables)
         loss, aux, grads = muse_backend.variable_grads(loss_fn, variables)
         self.optimizer.apply(grads, variables)
@@ -495,8 +568,8 @@ class MuseTextToImage(SuperResolutionPipelineMixin, MuseGenerationMixin, TextToI
         return muse_backend.run_test_step(self, args, self._test_body)
 
     def _test_body(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        loss, aux = self._masked_forward(x, training=False)()
+        x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        loss, aux = self._masked_forward(x, training=False, sample_weight=sample_weight)()
         return self._update_metrics({"loss": loss, **aux})
 
     def _update_metrics(self, values):

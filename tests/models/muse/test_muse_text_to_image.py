@@ -323,3 +323,68 @@ def test_in_memory_data_is_shuffled_every_epoch(preprocessor, data):
     # All 32 examples each epoch, in two different orders.
     assert sorted(map(bytes, first)) == sorted(map(bytes, second))
     assert not np.array_equal(first, second)
+
+
+def _losses_at_lr0(preprocessor, data, **fit_kwargs):
+    ids, captions = data
+    task = _task(preprocessor, condition_dropout=0.0)
+    # Trained a little first (deterministically), so per-token losses differ.
+    task.fit((ids, captions), batch_size=8, epochs=6, shuffle=False, verbose=0)
+    task.compile(optimizer=keras.optimizers.SGD(0.0))
+    return task.fit((ids, captions), batch_size=8, epochs=2, shuffle=False, verbose=0, **fit_kwargs).history["loss"]
+
+
+def test_token_sample_weights_weight_the_masked_loss(preprocessor, data):
+    # Same seed, zero learning rate: the same masks in every run, so only
+    # the weights can move the loss. A uniform weight leaves the weighted
+    # mean unchanged; uneven per-token weights change it.
+    ids, _ = data
+    plain = _losses_at_lr0(preprocessor, data)
+    uniform = _losses_at_lr0(preprocessor, data, sample_weight=np.full(ids.shape, 2.0, "float32"))
+    np.testing.assert_allclose(plain, uniform, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    uneven = _losses_at_lr0(preprocessor, data, sample_weight=rng.uniform(0, 5, (N, 16)).astype("float32"))
+    assert not np.allclose(plain, uneven, rtol=1e-3), (plain, uneven)
+    zero = _losses_at_lr0(preprocessor, data, sample_weight=np.zeros(ids.shape, "float32"))
+    np.testing.assert_array_equal(zero, 0.0)
+
+
+def test_zero_weight_examples_never_reach_the_gradient(preprocessor, data):
+    # Examples weighted 0 may hold anything: the trained weights must be
+    # the same as with other ids there. Without the weights they differ.
+    ids, captions = data
+    other = ids.copy()
+    other[:8] = (other[:8] + 5) % 64
+    weights = np.ones(N, "float32")
+    weights[:8] = 0.0
+
+    def trained(token_ids, sample_weight):
+        task = _task(preprocessor)
+        task.fit((token_ids, captions), batch_size=8, epochs=1, shuffle=False, verbose=0,
+                 sample_weight=sample_weight)
+        return _weights(task.backbone)
+
+    for a, b in zip(trained(ids, weights), trained(other, weights)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    unweighted = zip(trained(ids, None), trained(other, None))
+    assert any(not np.allclose(a, b) for a, b in unweighted)
+
+
+def test_sample_weights_in_a_dataset_and_bad_weights(preprocessor, data):
+    import tensorflow as tf
+
+    ids, captions = data
+    task = _task(preprocessor)
+    weights = np.ones((N, 4, 4), "float32")
+    ds = tf.data.Dataset.from_tensor_slices((ids, captions, weights)).batch(8)
+    assert np.isfinite(task.fit(ds, epochs=1, verbose=0).history["loss"][0])
+    with pytest.raises(ValueError, match="sample_weight.*16"):
+        task.fit((ids, captions), sample_weight=np.ones((N, 5)), verbose=0)
+    with pytest.raises(ValueError, match="sample_weight.*batch 32"):
+        task.fit((ids, captions), sample_weight=np.ones(N - 1), verbose=0)
+    with pytest.raises(ValueError, match="sample_weight.*finite"):
+        task.fit((ids, captions), sample_weight=np.full(N, np.nan), verbose=0)
+    with pytest.raises(ValueError, match="sample_weight.*>= 0"):
+        task.fit((ids, captions), sample_weight=-np.ones(N), verbose=0)
+    with pytest.raises(ValueError, match="sample_weight.*in-memory"):
+        task.fit(ds, sample_weight=np.ones(N), verbose=0)
