@@ -8,7 +8,8 @@ made. Stages (running minutes on a 2-core CPU, JAX backend):
 1. the 64x64 shapes tokenizer (f4, 512 codes): 1000 steps (~12 min), then
    4000 more at batch 16 (~35 min) = the shipped `vqgan_shapes_64`
 2. the base transformer + the tiny text encoder, trained jointly on its
-   tokens: 6500 steps at batch 32 (~90 min at 0.85 s/step)
+   tokens: 6500 steps at batch 32 (~90 min at 0.85 s/step), then continued
+   3000 steps with the object tokens' loss weighted 4x, the text encoder frozen
 3. packaging: float16 weights into keras_muse/presets/muse_shapes_64/
 
 With `--super-res` (the two-stage `muse_shapes_128`: 31.04 dB held-out PSNR at
@@ -50,6 +51,12 @@ VQGAN_STAGES = [
 BASE_ARGS = ["--hidden-dim", "128", "--num-layers", "4", "--num-heads", "4", "--mlp-dim", "512",
              "--dropout", "0", "--batch-size", "32", "--steps", "6500", "--learning-rate", "2e-3",
              "--warmup-steps", "100", "--num-train-images", "50000", "--seed", "0"]
+# Continued with the loss on the tokens that show an object weighted 4x (the background is ~87% of
+# the tokens and otherwise dominates the loss), its text encoder frozen so that the super-res stage,
+# which reads the same text embeddings, stays valid.
+BASE_CONTINUE_ARGS = [*BASE_ARGS[:BASE_ARGS.index("--steps")], "--steps", "3000", "--learning-rate", "1e-3",
+                      "--warmup-steps", "100", "--num-train-images", "50000", "--seed", "1",
+                      "--object-token-weight", "4", "--freeze-text-encoder"]
 VQGAN_128_ARGS = ["--preset", "vqgan_shapes_64", "--resolution", "128", "--steps", "1500", "--batch-size", "8",
                   "--learning-rate", "5e-4", "--warmup-steps", "50", "--num-train-images", "12000",
                   "--num-eval-images", "256", "--seed", "3"]
@@ -77,7 +84,7 @@ def _summary(report_path):
     with open(report_path) as f:
         report = json.load(f)
     keep = ("steps", "batch_size", "learning_rate", "seed", "train_seconds", "seconds_per_step", "heldout",
-            "freeze_text_encoder",
+            "freeze_text_encoder", "object_token_weight",
             "heldout_masked_token_accuracy", "backbone", "num_train_images", "backend")
     return {k: report[k] for k in keep if k in report}
 
@@ -112,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--alignment-report", default=None,
                         help="`python -m keras_muse evaluate` JSON of the packaged base (held-out split, "
                              "no Inception/CLIP): its alignment per guidance scale goes into the recipe")
+    parser.add_argument("--train-minutes-note", default=None,
+                        help="what the reports' train seconds include (pauses, the machine), kept in the recipe")
     parser.add_argument("--dest-root", default=None, help="default: the package's keras_muse/presets")
     parser.add_argument("--super-res", action="store_true", help="also build the two-stage muse_shapes_128")
     parser.add_argument("--skip-base", action="store_true", help="with --super-res: only stages 4-6")
@@ -129,7 +138,9 @@ def main(argv=None):
         "python examples/train_vqgan.py " + " ".join(VQGAN_STAGES[0] + ["--save-preset", "VQ1"]),
         "python examples/train_vqgan.py --preset VQ1 " + " ".join(VQGAN_STAGES[1] + ["--save-preset", "VQGAN_DIR"])
         + "   # = the shipped vqgan_shapes_64",
-        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + " ".join(BASE_ARGS + ["--save-preset", "BASE_DIR"]),
+        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + " ".join(BASE_ARGS + ["--save-preset", "FIRST"]),
+        "python examples/train_muse.py --vqgan-preset VQGAN_DIR --init-from FIRST "
+        + " ".join(BASE_CONTINUE_ARGS + ["--save-preset", "BASE_DIR"]),
     ]
     base_stages = not (args.super_res and args.skip_base)
     os.makedirs(work, exist_ok=True)
@@ -137,8 +148,10 @@ def main(argv=None):
         _run("train_vqgan.py", VQGAN_STAGES[0] + ["--save-preset", first_vqgan])
         _run("train_vqgan.py", ["--preset", first_vqgan, *VQGAN_STAGES[1], "--save-preset", vqgan_dir,
                                 "--report", vqgan_report])
-        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *BASE_ARGS, "--save-preset", base_dir,
-                               "--report", base_report])
+        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *BASE_ARGS, "--save-preset", base_dir + "_first",
+                               "--report", base_report + ".first.json"])
+        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, "--init-from", base_dir + "_first",
+                               *BASE_CONTINUE_ARGS, "--save-preset", base_dir, "--report", base_report])
     if base_stages:
         _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset)
     if args.super_res:
@@ -206,6 +219,8 @@ def _package_base(args, work, base_dir, vqgan_report, base_report, commands, pac
         "commands": commands, "stages": stages, "train_minutes": round(minutes, 1),
         "hardware": "2-core x86 CPU, JAX backend", "dataset": "keras_muse.datasets.shapes (procedural)",
     }
+    if args.train_minutes_note:
+        recipe["train_minutes_note"] = args.train_minutes_note
     if args.alignment_report:
         recipe["heldout_alignment"] = _alignment_summary(args.alignment_report)
     dest = package_preset(src, "muse_shapes_64", recipe=recipe, dest_root=args.dest_root)
