@@ -150,6 +150,8 @@ def _add_train_super_res(subparsers):
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--warmup-steps", type=int, default=50)
     p.add_argument("--condition-dropout", type=float, default=0.1)
+    p.add_argument("--object-token-weight", type=float, default=1.0,
+                   help="loss weight of the high-res tokens that show an object (background: 1)")
     p.add_argument("--num-train-images", type=int, default=20000)
     p.add_argument("--num-eval-images", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -199,7 +201,8 @@ def _run_train_super_res(args):
         num_heads=args.num_heads, mlp_dim=args.mlp_dim, dropout=args.dropout, steps=args.steps,
         attention_window=args.attention_window or None, aligned_low_res=bool(args.aligned_low_res),
         batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
-        condition_dropout=args.condition_dropout, num_train_images=args.num_train_images,
+        condition_dropout=args.condition_dropout, object_token_weight=args.object_token_weight,
+        num_train_images=args.num_train_images,
         num_eval_images=args.num_eval_images, seed=args.seed, save_preset=args.save_preset,
         checkpoint_dir=args.checkpoint_dir, init_from=args.init_from, report=args.report, out=args.out,
         sampling_defaults=sampling_defaults,

@@ -25,8 +25,10 @@ def test_train_super_res_recipe(tmp_path, preprocessor):
         tmp_path / "base", tmp_path / "vqgan_high", resolution=32, hidden_dim=32, num_layers=1,
         low_res_num_layers=1, mlp_dim=64, steps=2, batch_size=4, num_train_images=8,
         num_eval_images=4, save_preset=tmp_path / "two_stage", report=tmp_path / "r.json",
-        out=tmp_path / "sr.png", sampling_defaults={"num_steps": 3, "temperature": 0.05}, verbose=0,
+        out=tmp_path / "sr.png", sampling_defaults={"num_steps": 3, "temperature": 0.05},
+        object_token_weight=4.0, verbose=0,
     )
+    assert result["object_token_weight"] == 4.0
     assert result["sampling_defaults"] == {"num_steps": 3, "temperature": 0.05}
     up = result["heldout_upsampling"]
     for key in ("super_res_psnr", "bicubic_real_low_res_psnr", "bicubic_low_res_tokens_psnr",
@@ -39,6 +41,12 @@ def test_train_super_res_recipe(tmp_path, preprocessor):
     assert task.generate(["a red circle"], num_steps=2, seed=0).shape == (1, 32, 32, 3)
     with pytest.raises(ValueError, match="multiple of the base resolution"):
         train_super_res(tmp_path / "base", tmp_path / "vqgan_high", resolution=24, verbose=0)
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan")])
+def test_bad_object_token_weight_fails_before_loading_anything(tmp_path, weight):
+    with pytest.raises(ValueError, match="object_token_weight.*positive"):
+        train_super_res(tmp_path / "missing_base", tmp_path / "missing_vqgan", object_token_weight=weight)
 
 
 def _super_res_task(preprocessor, seed, **backbone_overrides):

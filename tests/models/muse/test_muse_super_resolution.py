@@ -114,6 +114,25 @@ def test_fit_on_images_at_two_resolutions(preprocessor):
     assert np.isfinite(history["loss"][-1])
 
 
+def test_per_token_sample_weight_is_over_the_high_res_grid(preprocessor, data):
+    low, high, captions = data
+    task = _task(preprocessor)
+    before = [np.array(w) for w in task.backbone.get_weights()]
+    # Weight 0 on every token: no gradient, so Adam leaves the weights alone.
+    history = task.fit(((low, high), captions), sample_weight=np.zeros((N, 8, 8), "float32"),
+                       batch_size=8, verbose=0).history
+    assert history["loss"][-1] == 0.0
+    for a, b in zip(before, task.backbone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    weights = np.where(np.arange(64).reshape(1, 8, 8) < 32, 4.0, 1.0) * np.ones((N, 1, 1))
+    history = task.fit(((low, high), captions), sample_weight=weights, batch_size=8, verbose=0).history
+    assert history["loss"][-1] > 0
+    assert any(not np.array_equal(a, b) for a, b in zip(before, task.backbone.get_weights()))
+    # The low-res grid's shape is not the loss's.
+    with pytest.raises(ValueError, match=r"sample_weight.*\[batch, 64\]"):
+        task.fit(((low, high), captions), sample_weight=np.ones((N, 4, 4)), verbose=0)
+
+
 def test_bad_training_data(preprocessor, data):
     low, high, captions = data
     task = _task(preprocessor, vqgans=False)
