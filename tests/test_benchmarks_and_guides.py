@@ -187,3 +187,25 @@ def test_build_shipped_presets_records_the_evaluate_report_it_is_given(tmp_path)
     path.write_text(json.dumps({**report, "split": "train"}))
     with pytest.raises(SystemExit, match="held-out split"):
         build._alignment_summary(str(path))
+
+
+def test_build_shipped_presets_carries_over_the_stages_of_the_preset_a_run_continued(tmp_path):
+    build = _load_example("build_shipped_presets")
+    earlier = tmp_path / "shipped"
+    earlier.mkdir()
+    stages = {"super_res_first_run": {"steps": 1400}, "super_res": {"steps": 1500, "heldout_upsampling": {}}}
+    (earlier / "metadata.json").write_text(json.dumps({"keras_muse_recipe": {"stages": stages}}))
+    report = tmp_path / "train_super_res.json"
+    report.write_text(json.dumps({"init_from": str(earlier), "steps": 1000}))
+    carried = build._earlier_super_res_stages(str(report))
+    assert carried == {"super_res_first_run": {"steps": 1400},
+                       "super_res_second_run": {"steps": 1500, "heldout_upsampling": {}}}
+    # A run from scratch, or one whose report is missing, continues nothing.
+    report.write_text(json.dumps({"init_from": None, "steps": 1000}))
+    assert build._earlier_super_res_stages(str(report)) == {}
+    assert build._earlier_super_res_stages(str(tmp_path / "missing.json")) == {}
+    # A preset with another chain of stages is not guessed at.
+    (earlier / "metadata.json").write_text(json.dumps({"keras_muse_recipe": {"stages": {"base": {}}}}))
+    report.write_text(json.dumps({"init_from": str(earlier)}))
+    with pytest.raises(SystemExit, match="super_res_first_run"):
+        build._earlier_super_res_stages(str(report))

@@ -133,7 +133,11 @@ def test_shipped_muse_shapes_128_super_res_beats_bicubic_on_heldout_scenes(tmp_p
     from keras_muse.utils.preset_utils import PACKAGE_PRESET_DIR
 
     recipe = read_recipe(os.path.join(PACKAGE_PRESET_DIR, "muse_shapes_128"))
-    assert recipe["built_on"] == ["muse_shapes_64", "vqgan_shapes_128"] and len(recipe["commands"]) == 2
+    assert recipe["built_on"] == ["muse_shapes_64", "vqgan_shapes_128"] and len(recipe["commands"]) == 3
+    # Every run of the chain is on record, the object-weighted one last.
+    assert list(recipe["stages"]) == ["super_res_first_run", "super_res_second_run", "super_res"]
+    assert "--object-token-weight 4" in recipe["commands"][-1]
+    assert recipe["stages"]["super_res"]["object_token_weight"] == 4.0
     task = MuseTextToImage.from_preset("muse_shapes_128")
     assert task.resolution == (128, 128)
     sr = task.super_resolution
