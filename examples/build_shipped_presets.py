@@ -79,7 +79,8 @@ SUPER_RES_OW_ARGS = [*SUPER_RES_ARGS[:SUPER_RES_ARGS.index("--steps")], "--steps
                      "--learning-rate", "1e-3", "--warmup-steps", "50", "--num-train-images", "12000",
                      "--seed", "2", "--object-token-weight", "4"]
 # Near-greedy, unguided decoding keeps the base image's content: 31.04 dB held-out PSNR at 8 steps
-# (the stage before the weighted continuation) against 29.15 dB at the sampler's defaults (examples/results/super_res_sampling_sweep_v3.json).
+# (the stage before the weighted continuation) against 29.15 dB at the sampler's defaults
+# (examples/results/super_res_sampling_sweep_v3.json).
 SUPER_RES_SAMPLING = {"num_steps": 8, "temperature": 0.05, "guidance_scale": 0.0, "choice_temperature": 0.0}
 
 
@@ -230,8 +231,8 @@ def _earlier_super_res_stages(sr_report):
         return {}
     with open(sr_report) as f:
         init_from = json.load(f).get("init_from")
-    metadata = os.path.join(init_from or "", "metadata.json")
-    if not os.path.isfile(metadata):
+    metadata = os.path.join(init_from, "metadata.json") if init_from else None
+    if not metadata or not os.path.isfile(metadata):
         return {}
     with open(metadata) as f:
         earlier = json.load(f).get("keras_muse_recipe", {}).get("stages", {})
