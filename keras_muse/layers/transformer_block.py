@@ -1,3 +1,5 @@
+import os
+
 import keras
 from keras import ops
 
@@ -49,6 +51,29 @@ def attention(q, k, v, mask=None, training=False):
     """
     if not _on_cpu():
         return ops.dot_product_attention(q, k, v, mask=mask)
+    parts = _batch_parts(q.shape[0])
+    if parts > 1:
+        def chunk(x, i):
+            if x is None or x.shape[0] == 1:  # broadcast along the batch
+                return x
+            size = x.shape[0] // parts
+            return x[i * size:(i + 1) * size]
+        return ops.concatenate(
+            [_cpu_attention(chunk(q, i), chunk(k, i), chunk(v, i), chunk(mask, i)) for i in range(parts)], axis=0)
+    return _cpu_attention(q, k, v, mask)
+
+
+ATTENTION_BATCH_PARTS = int(os.environ.get("KM_ATTN_SPLIT", "1"))
+
+
+def _batch_parts(batch):
+    parts = ATTENTION_BATCH_PARTS
+    if batch is None or parts <= 1 or batch % parts:
+        return 1
+    return parts
+
+
+def _cpu_attention(q, k, v, mask=None):
     vh = ops.transpose(v, (0, 2, 1, 3))
     scores = _attention_scores(q, k, mask)
     p = ops.exp(scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True)))

@@ -164,3 +164,34 @@ def test_single_position_rows_take_the_constant_cross_attention_output():
     other = np.asarray(block(x, context_mask=mask, cross_key_value=kv2))
     np.testing.assert_allclose(other[:2], short[:2], atol=1e-6)
     assert np.abs(other[2:] - short[2:]).max() > 1e-3
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+def test_batch_split_cpu_attention_matches_one_piece(monkeypatch, parts):
+    # The CPU attention core may run in batch pieces (ATTENTION_BATCH_PARTS):
+    # outputs and gradients must not change, with a per-example and a
+    # broadcast mask, and a batch the parts do not divide falls back to one piece.
+    import jax
+    import keras
+
+    from keras_muse.layers import transformer_block as tb
+
+    if keras.backend.backend() != "jax":
+        pytest.skip("gradients taken with jax.grad")
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(4, 6, 2, 8)).astype("float32") for _ in range(3))
+    masks = [None, rng.random((4, 1, 1, 6)) > 0.3, rng.random((1, 1, 6, 6)) > 0.3]
+    masks[1][:, ..., 0] = True
+
+    def loss(q, k, v, mask):
+        return keras.ops.sum(tb.attention(q, k, v, mask) ** 2)
+
+    for mask in masks:
+        monkeypatch.setattr(tb, "ATTENTION_BATCH_PARTS", 1)
+        ref = tb.attention(q, k, v, mask)
+        ref_grads = jax.grad(loss, argnums=(0, 1, 2))(q, k, v, mask)
+        monkeypatch.setattr(tb, "ATTENTION_BATCH_PARTS", parts)
+        np.testing.assert_allclose(tb.attention(q, k, v, mask), ref, atol=1e-5)
+        for got, want in zip(jax.grad(loss, argnums=(0, 1, 2))(q, k, v, mask), ref_grads):
+            np.testing.assert_allclose(got, want, atol=1e-4)
+    assert tb._batch_parts(4) == parts and tb._batch_parts(3) == 1 and tb._batch_parts(None) == 1
