@@ -19,7 +19,9 @@ decoder in the timed region), so the time is the transformer loop:
 the timed calls after it. `gflop` / `tflops` count the matrix products of the
 call (`flops.py`: text keys/values once, the token side once per step, both
 on the doubled batch under CFG); with `--peak-json` (from `matmul_peak.py`)
-`mfu` divides by the measured matmul peak of the compute dtype.
+`mfu` divides by the measured matmul peak of the compute dtype. Each config
+runs in a process of its own, so `peak_rss_MB` (host memory high-water mark)
+is that config's, and `device_peak_MB` where the accelerator reports it.
 
     # GPU, bf16, bigger batch (benchmarks/gpu/README.md):
     python benchmarks/sample_bench.py --configs d512_l8_cb8192 --dtype mixed_bfloat16 \
@@ -29,6 +31,7 @@ on the doubled batch under CFG); with `--peak-json` (from `matmul_peak.py`)
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -140,11 +143,26 @@ def bench_config(name, runs, cfg_scales=(3.0, 0.0), batch=None, peak_tflops=None
         }
         flop = sampling_flops(backbone, text_len, batch, steps, guidance=bool(scale))
         add_rates(row, flop, steady, peak_tflops)
+        # The process runs this one config (`run_in_child`), so its
+        # high-water mark is the config's: model, compiled programs, buffers.
+        row["peak_rss_MB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         peak_mb = device_peak_mb()
         if peak_mb is not None:
             row["device_peak_MB"] = peak_mb
         rows.append(row)
     return rows
+
+
+def run_in_child(name, args):
+    """One config in a fresh process: its peak RSS is its own."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--_child", name, "--runs", str(args.runs),
+           "--dtype", args.dtype, "--cfg-scales", *map(str, args.cfg_scales),
+           *(["--batch", str(args.batch)] if args.batch else []),
+           *(["--peak-json", args.peak_json] if args.peak_json else [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def device_name():
@@ -181,17 +199,20 @@ def main(argv=None):
     parser.add_argument("--cfg-scales", type=float, nargs="+", default=[3.0, 0.0],
                         help="guidance scales to time (0 = no guidance, no doubled batch)")
     parser.add_argument("--peak-json", default=None, help="matmul_peak.py output: adds the `mfu` column")
+    parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args._child:
+        import keras
+
+        keras.config.set_dtype_policy(args.dtype)
+        peak = load_peak(args.peak_json, args.dtype)
+        print(json.dumps(bench_config(args._child, args.runs, tuple(args.cfg_scales), args.batch, peak)))
+        return 0
     if args.quick:
         args.configs, args.runs = ["muse_tiny", "sr_tiny"], 2
-    import keras
-
-    keras.config.set_dtype_policy(args.dtype)
-    peak = load_peak(args.peak_json, args.dtype)
-    rows = [row for name in args.configs
-            for row in bench_config(name, args.runs, tuple(args.cfg_scales), args.batch, peak)]
+    rows = [row for name in args.configs for row in run_in_child(name, args)]
     print(format_table(rows, ["config", "dtype", "cfg_scale", "params_M", "batch", "steps", "first_call_s",
-                        "seconds_per_batch", "images_per_s", "tflops", "mfu"]))
+                        "seconds_per_batch", "images_per_s", "tflops", "mfu", "peak_rss_MB"]))
     result = {"machine": machine_info(device=device_name()),
               "keras_muse": rows}
     if args.peers:

@@ -107,6 +107,9 @@ def test_sample_bench_quick(tmp_path):
     )
     rows = json.loads(out.read_text())["keras_muse"]
     assert {r["cfg_scale"] for r in rows} == {3.0, 0.0} and all(r["seconds_per_batch"] > 0 for r in rows)
+    # Each config runs in its own process, so each has its own high-water mark.
+    assert {r["config"] for r in rows} == {"muse_tiny", "sr_tiny"}
+    assert all(r["peak_rss_MB"] > 50 for r in rows)
 
 
 def test_serving_guide_runs(tmp_path):
