@@ -65,6 +65,8 @@ BASE_CONTINUE_ARGS = [*BASE_ARGS[:BASE_ARGS.index("--steps")], "--steps", "3000"
 VQGAN_128_ARGS = ["--preset", "vqgan_shapes_64", "--resolution", "128", "--steps", "1500", "--batch-size", "8",
                   "--learning-rate", "5e-4", "--warmup-steps", "50", "--num-train-images", "12000",
                   "--num-eval-images", "256", "--seed", "3"]
+# The base chain: the first run, then each continuation (--init-from the run before).
+BASE_RUNS = [BASE_ARGS, BASE_CONTINUE_ARGS]
 SUPER_RES_ARGS = ["--hidden-dim", "128", "--num-layers", "4", "--low-res-num-layers", "2", "--num-heads", "2",
                   "--attention-window", "8", "--aligned-low-res", "1", "--batch-size", "16", "--steps", "1400",
                   "--learning-rate", "2e-3", "--warmup-steps", "100", "--num-train-images", "12000",
@@ -145,13 +147,16 @@ def main(argv=None):
     vqgan_dir, base_dir = os.path.join(work, "vqgan_shapes_64"), os.path.join(work, "muse_shapes_64")
     vqgan_report = args.vqgan_report or os.path.join(work, "train_vqgan.json")
     base_report = args.base_report or os.path.join(work, "train_muse.json")
+    # Run k of the base chain saves to BASE_k (the last to BASE_DIR) and reports to
+    # <base_report>.<ordinal>.json (the last to <base_report>).
+    names = [f"BASE_{i + 1}" for i in range(len(BASE_RUNS) - 1)] + ["BASE_DIR"]
     commands = [
         "python examples/train_vqgan.py " + " ".join(VQGAN_STAGES[0] + ["--save-preset", "VQ1"]),
         "python examples/train_vqgan.py --preset VQ1 " + " ".join(VQGAN_STAGES[1] + ["--save-preset", "VQGAN_DIR"])
         + "   # = the shipped vqgan_shapes_64",
-        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + " ".join(BASE_ARGS + ["--save-preset", "FIRST"]),
-        "python examples/train_muse.py --vqgan-preset VQGAN_DIR --init-from FIRST "
-        + " ".join(BASE_CONTINUE_ARGS + ["--save-preset", "BASE_DIR"]),
+    ] + [
+        "python examples/train_muse.py --vqgan-preset VQGAN_DIR " + (f"--init-from {names[i - 1]} " if i else "")
+        + " ".join(run + ["--save-preset", names[i]]) for i, run in enumerate(BASE_RUNS)
     ]
     base_stages = not (args.super_res and args.skip_base)
     os.makedirs(work, exist_ok=True)
@@ -159,10 +164,12 @@ def main(argv=None):
         _run("train_vqgan.py", VQGAN_STAGES[0] + ["--save-preset", first_vqgan])
         _run("train_vqgan.py", ["--preset", first_vqgan, *VQGAN_STAGES[1], "--save-preset", vqgan_dir,
                                 "--report", vqgan_report])
-        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *BASE_ARGS, "--save-preset", base_dir + "_first",
-                               "--report", base_report + ".first.json"])
-        _run("train_muse.py", ["--vqgan-preset", vqgan_dir, "--init-from", base_dir + "_first",
-                               *BASE_CONTINUE_ARGS, "--save-preset", base_dir, "--report", base_report])
+        reports = _base_run_reports(base_report)
+        for i, run in enumerate(BASE_RUNS):
+            save = base_dir if i == len(BASE_RUNS) - 1 else f"{base_dir}_{i + 1}"
+            _run("train_muse.py", ["--vqgan-preset", vqgan_dir, *(["--init-from", previous] if i else []),
+                                   *run, "--save-preset", save, "--report", reports[i]])
+            previous = save
     if base_stages:
         _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset)
     if args.super_res:
@@ -196,7 +203,7 @@ def _build_super_res(args, work):
         subprocess.run([*first, *SUPER_RES_OW_ARGS, "--init-from", sr_dir + "_second",
                         "--sampling-defaults", json.dumps(SUPER_RES_SAMPLING),
                         "--save-preset", sr_dir, "--report", sr_report], check=True)
-    stages = _earlier_super_res_stages(sr_report) if args.package_only else {}
+    stages = _earlier_stages(sr_report, "super_res") if args.package_only else {}
     for name, suffix in (("super_res_first_run", ".first.json"), ("super_res_second_run", ".second.json")):
         if os.path.isfile(sr_report + suffix):  # the runs that the shipped one continues
             stages[name] = _summary(sr_report + suffix)
@@ -223,30 +230,55 @@ def _build_super_res(args, work):
     print(f"packaged {dest} ({size / 2**20:.1f} MiB; the base and the 128 tokenizer by reference)")
 
 
-def _earlier_super_res_stages(sr_report):
-    """The recorded stages of the packaged two-stage preset that the run
-    behind `sr_report` continued (`--init-from`), as its first and second
-    runs: the reports of those runs may be gone, their summaries are not."""
-    if not os.path.isfile(sr_report):
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+
+
+def _run_names(chain, count):
+    """The stage names of a chain's `count` earlier runs: base_first_run, ..."""
+    if count > len(ORDINALS):
+        raise SystemExit(f"{chain}: {count} earlier runs; name at most {len(ORDINALS)}")
+    return [f"{chain}_{ORDINALS[i]}_run" for i in range(count)]
+
+
+def _earlier_stages(report_path, chain):
+    """The recorded stages of the packaged preset that the run behind
+    `report_path` continued (`--init-from`): its `chain` runs
+    (`{chain}_first_run`, ..., then `{chain}` itself) become this run's
+    earlier runs, in order, and its other stages (the tokenizer) stay as
+    they are. The reports of those runs may be gone, their summaries are
+    not. {} for a run that continued nothing."""
+    if not os.path.isfile(report_path):
         return {}
-    with open(sr_report) as f:
+    with open(report_path) as f:
         init_from = json.load(f).get("init_from")
     metadata = os.path.join(init_from, "metadata.json") if init_from else None
     if not metadata or not os.path.isfile(metadata):
         return {}
     with open(metadata) as f:
         earlier = json.load(f).get("keras_muse_recipe", {}).get("stages", {})
-    if set(earlier) != {"super_res_first_run", "super_res"}:
-        raise SystemExit(f"{metadata}: expected the stages super_res_first_run and super_res, got {sorted(earlier)}")
-    return {"super_res_first_run": earlier["super_res_first_run"], "super_res_second_run": earlier["super_res"]}
+    runs = [earlier[name] for name in _run_names(chain, len(ORDINALS)) if name in earlier]
+    expected = set(_run_names(chain, len(runs))) | {chain}
+    if chain not in earlier or not expected <= set(earlier):
+        raise SystemExit(f"{metadata}: expected the stages {chain}_first_run, ... and {chain}, got {sorted(earlier)}")
+    runs.append(earlier[chain])
+    stages = {name: stage for name, stage in earlier.items() if name not in expected}
+    stages.update(zip(_run_names(chain, len(runs)), runs))
+    return stages
+
+
+def _base_run_reports(base_report):
+    """The reports of the base chain's runs: <base_report>.first.json, ...,
+    and the last run's <base_report>."""
+    return [f"{base_report}.{ORDINALS[i]}.json" for i in range(len(BASE_RUNS) - 1)] + [base_report]
 
 
 def _package_base(args, work, base_dir, vqgan_report, base_report, commands, package_preset):
     src = args.base_preset or base_dir
-    stages = {}
-    # base_first_run: the run that a continued base (--init-from) started from, if its report is there.
-    for name, path in (("vqgan", vqgan_report), ("base_first_run", base_report + ".first.json"),
-                       ("base", base_report)):
+    # A packaged run that continued the shipped preset (--init-from) inherits its recorded runs;
+    # the reports found here (a rebuild's, or --package-only's) take their places.
+    stages = _earlier_stages(base_report, "base") if args.package_only else {}
+    names = ["vqgan", *_run_names("base", len(BASE_RUNS) - 1), "base"]
+    for name, path in zip(names, [vqgan_report, *_base_run_reports(base_report)]):
         if os.path.isfile(path):
             stages[name] = _summary(path)
     minutes = sum(s.get("train_seconds", 0) for s in stages.values()) / 60

@@ -1,6 +1,7 @@
 """Smoke runs of the benchmark scripts (slow) and of every guide with tiny
 settings (`GUIDE_STEPS`, `--tiny`; part of the default run, as CI runs them)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -200,15 +201,56 @@ def test_build_shipped_presets_carries_over_the_stages_of_the_preset_a_run_conti
     (earlier / "metadata.json").write_text(json.dumps({"keras_muse_recipe": {"stages": stages}}))
     report = tmp_path / "train_super_res.json"
     report.write_text(json.dumps({"init_from": str(earlier), "steps": 1000}))
-    carried = build._earlier_super_res_stages(str(report))
+    carried = build._earlier_stages(str(report), "super_res")
     assert carried == {"super_res_first_run": {"steps": 1400},
                        "super_res_second_run": {"steps": 1500, "heldout_upsampling": {}}}
     # A run from scratch, or one whose report is missing, continues nothing.
     report.write_text(json.dumps({"init_from": None, "steps": 1000}))
-    assert build._earlier_super_res_stages(str(report)) == {}
-    assert build._earlier_super_res_stages(str(tmp_path / "missing.json")) == {}
+    assert build._earlier_stages(str(report), "super_res") == {}
+    assert build._earlier_stages(str(tmp_path / "missing.json"), "super_res") == {}
     # A preset with another chain of stages is not guessed at.
     (earlier / "metadata.json").write_text(json.dumps({"keras_muse_recipe": {"stages": {"base": {}}}}))
     report.write_text(json.dumps({"init_from": str(earlier)}))
     with pytest.raises(SystemExit, match="super_res_first_run"):
-        build._earlier_super_res_stages(str(report))
+        build._earlier_stages(str(report), "super_res")
+
+
+def _package_preset():
+    from keras_muse.training.ship_preset import package_preset
+
+    return package_preset
+
+
+def test_build_shipped_presets_continues_a_base_chain_of_any_length(tmp_path):
+    build = _load_example("build_shipped_presets")
+    earlier = tmp_path / "shipped"
+    earlier.mkdir()
+    stages = {"vqgan": {"steps": 4000}, "base_first_run": {"steps": 6500}, "base": {"steps": 3000}}
+    (earlier / "metadata.json").write_text(json.dumps({"keras_muse_recipe": {"stages": stages}}))
+    report = tmp_path / "train_muse.json"
+    report.write_text(json.dumps({"init_from": str(earlier), "steps": 3500}))
+    # The packaged preset's last run becomes the second; the tokenizer's stage stays.
+    assert build._earlier_stages(str(report), "base") == {
+        "vqgan": {"steps": 4000}, "base_first_run": {"steps": 6500}, "base_second_run": {"steps": 3000}}
+    # A gap in the chain is not guessed at.
+    stages = {"base_second_run": {"steps": 3000}, "base": {"steps": 3500}}
+    (earlier / "metadata.json").write_text(json.dumps({"keras_muse_recipe": {"stages": stages}}))
+    with pytest.raises(SystemExit, match="base_first_run"):
+        build._earlier_stages(str(report), "base")
+    # Packaging the continued run records the whole chain, and the commands rebuild it run by run.
+    stages = {"vqgan": {"steps": 4000}, "base_first_run": {"steps": 6500}, "base": {"steps": 3000}}
+    (earlier / "metadata.json").write_text(json.dumps({"keras_muse_recipe": {"stages": stages}}))
+    src = tmp_path / "run"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    args = argparse.Namespace(base_preset=str(src), package_only=True, train_minutes_note=None,
+                              alignment_report=None, dest_root=str(tmp_path / "dest"))
+    commands = ["python examples/train_muse.py ..."]
+    build._package_base(args, str(tmp_path), None, str(tmp_path / "no_vqgan.json"), str(report), commands,
+                        _package_preset())
+    recipe = json.loads((tmp_path / "dest" / "muse_shapes_64" / "metadata.json").read_text())["keras_muse_recipe"]
+    assert list(recipe["stages"]) == ["vqgan", "base_first_run", "base_second_run", "base"]
+    assert recipe["stages"]["base"]["steps"] == 3500 and recipe["commands"] == commands
+    reports = build._base_run_reports("r.json")
+    assert reports[-1] == "r.json" and len(reports) == len(build.BASE_RUNS)
+    assert all(r.startswith("r.json.") for r in reports[:-1])
