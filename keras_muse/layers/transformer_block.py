@@ -73,7 +73,12 @@ def _parts_from_env():
 
 # Why pieces: XLA:CPU runs each batched score product on one thread, while
 # independent pieces can run side by side (micro-benchmark, forward+backward:
-# 48 -> 39 ms with 4). 1 until it is measured to win in the train step.
+# 48 -> 39 ms with 4). In the whole train step it is worth little: on a 2-core
+# Xeon, alternating runs of `benchmarks/train_bench.py` gave, with 4 pieces vs
+# 1, d512/L8 2.27-2.39 s (median 2.38) vs 2.39-2.40 s (2.39), the shapes d128
+# step 0.68-0.71 vs 0.715-0.722 s, guided d512 sampling 6.55 vs 6.57 s, and
+# 1-2 s more compilation for every program. So 1 by default; KM_ATTN_SPLIT=4
+# is worth setting for a long training run on such a machine.
 ATTENTION_BATCH_PARTS = _parts_from_env()
 
 

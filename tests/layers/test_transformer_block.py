@@ -195,3 +195,16 @@ def test_batch_split_cpu_attention_matches_one_piece(monkeypatch, parts):
         for got, want in zip(jax.grad(loss, argnums=(0, 1, 2))(q, k, v, mask), ref_grads):
             np.testing.assert_allclose(got, want, atol=1e-4)
     assert tb._batch_parts(4) == parts and tb._batch_parts(3) == 1 and tb._batch_parts(None) == 1
+
+
+def test_km_attn_split_is_read_and_checked(monkeypatch):
+    from keras_muse.layers import transformer_block as tb
+
+    monkeypatch.delenv("KM_ATTN_SPLIT", raising=False)
+    assert tb._parts_from_env() == 1
+    monkeypatch.setenv("KM_ATTN_SPLIT", "4")
+    assert tb._parts_from_env() == 4
+    for bad in ("0", "-1", "two", ""):
+        monkeypatch.setenv("KM_ATTN_SPLIT", bad)
+        with pytest.raises(ValueError, match="KM_ATTN_SPLIT"):
+            tb._parts_from_env()
