@@ -162,6 +162,37 @@ def _match(objects, found, relation=None):
     return assignment
 
 
+def _matched(found, assignment):
+    """The found object matched to each prompt object ({} where none)."""
+    return [found[index] if index is not None else {} for index in assignment]
+
+
+def held_out_pair_breakdown(parsed_prompts, scenes):
+    """Colour / shape / size accuracy over the prompt objects whose (colour,
+    shape) pair is held out of training (`shapes.HELD_OUT_PAIRS`) against
+    the other objects of the same prompts: a model that composes well scores
+    them alike, so a gap says composition, and no gap says the drawing.
+
+    Returns `{"held_out_pair": {...}, "other": {...}}`, each attribute's
+    accuracy (None where unstated) and "objects", the count."""
+    tallies = {group: {key: [0, 0] for key in ("color", "shape", "size")} for group in ("held_out_pair", "other")}
+    counts = {"held_out_pair": 0, "other": 0}
+    for parsed, scene in zip(parsed_prompts, scenes):
+        objects = parsed["objects"]
+        assignment = _match(objects, scene["objects"], parsed["relation"])
+        for obj, match in zip(objects, _matched(scene["objects"], assignment)):
+            group = "held_out_pair" if (obj["color"], obj["shape"]) in shapes.HELD_OUT_PAIRS else "other"
+            counts[group] += 1
+            for key in ("color", "shape", "size"):
+                if key in obj:
+                    tallies[group][key][0] += int(match.get(key) == obj[key])
+                    tallies[group][key][1] += 1
+    return {
+        group: {**{key: (round(c / n, 4) if n else None) for key, (c, n) in tally.items()}, "objects": counts[group]}
+        for group, tally in tallies.items()
+    }
+
+
 def _relation_holds(relation, subject, other):
     (xs, ys), (xo, yo) = subject["center"], other["center"]
     return {
@@ -184,8 +215,7 @@ def score_prompt(parsed, scene):
     objects, found = parsed["objects"], scene["objects"]
     assignment = _match(objects, found, parsed["relation"])
     tally = {key: [0, 0] for key in ("color", "shape", "size", "grid_cell", "relation", "count")}
-    for obj, index in zip(objects, assignment):
-        match = found[index] if index is not None else {}
+    for obj, match in zip(objects, _matched(found, assignment)):
         for key, tally_key in (("color", "color"), ("shape", "shape"), ("size", "size"), ("position", "grid_cell")):
             if key in obj:
                 tally[tally_key][0] += int(match.get(key) == obj[key])
@@ -243,9 +273,11 @@ def score_alignment(images, prompts, classifier=None, batch_size=64, return_per_
         dict: accuracy per attribute ("color", "shape", "size", "position",
         "grid_cell", "relation", "count"; None where no prompt states it),
         "all" (prompts with every statement right), "stated" (how many
-        statements each accuracy is over), "num_prompts", and "ci95": each
+        statements each accuracy is over), "num_prompts", "ci95": each
         accuracy's 95 % bootstrap interval over prompts (64 prompts leave
-        about ±0.1: say how many a figure is over).
+        about ±0.1: say how many a figure is over), and "held_out_pairs"
+        (`held_out_pair_breakdown`: the objects of held-out colour/shape
+        pairs against the rest).
     """
     images = np.asarray(images)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -279,6 +311,7 @@ def score_alignment(images, prompts, classifier=None, batch_size=64, return_per_
     columns = {key: [t.get(key, (0, 0)) for t in tallies] for key in totals}
     columns["all"] = [(r, 1) for r in all_right]
     report["ci95"] = {key: bootstrap_ci(np.asarray(c, float)) for key, c in columns.items() if prompts}
+    report["held_out_pairs"] = held_out_pair_breakdown(parsed, scenes)
     if return_per_prompt:
         report["per_prompt"] = per_prompt
     return report

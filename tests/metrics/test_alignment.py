@@ -107,3 +107,21 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_prompts(
     assert width(large) < 0.5 * width(small)
     assert alignment.bootstrap_ci(np.array([[2.0, 2.0]] * 10)) == [1.0, 1.0]
     assert alignment.bootstrap_ci(np.zeros((5, 2))) is None
+
+
+def test_held_out_pair_breakdown_splits_objects_by_their_colour_shape_pair():
+    # "red triangle" is a held-out pair, "blue square" is not.
+    prompts = [alignment.parse_prompt(p) for p in
+               ("a small red triangle above a blue square", "a red triangle", "two blue squares")]
+    tri = {"color": "red", "shape": "triangle", "size": "small", "center": (0.5, 0.2)}
+    sq = {"color": "blue", "shape": "square", "size": "large", "center": (0.5, 0.8)}
+    circle = dict(tri, shape="circle")  # the held-out pair drawn as a seen one
+    scenes = [{"objects": [tri, sq]}, {"objects": [circle]}, {"objects": [sq, dict(sq, color="green")]}]
+    out = alignment.held_out_pair_breakdown(prompts, scenes)
+    assert out["held_out_pair"] == {"color": 1.0, "shape": 0.5, "size": 1.0, "objects": 2}
+    assert out["other"] == {"color": 0.6667, "shape": 1.0, "size": None, "objects": 3}
+    # Every object of a true scene is right in both groups.
+    examples = [shapes.make_example(i, resolution=16, split="heldout", seed=4) for i in range(50)]
+    out = alignment.held_out_pair_breakdown([alignment.parse_prompt(c) for _, c, _ in examples],
+                                            [_truth(a) for _, _, a in examples])
+    assert out["held_out_pair"]["objects"] >= 50 and out["held_out_pair"]["shape"] == out["other"]["shape"] == 1.0
