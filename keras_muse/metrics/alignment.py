@@ -175,18 +175,21 @@ def held_out_pair_breakdown(parsed_prompts, scenes):
 
     Returns `{"held_out_pair": {...}, "other": {...}}`, each attribute's
     accuracy (None where unstated) and "objects", the count."""
+    return _held_out_pair_tally(
+        (obj, match) for parsed, scene in zip(parsed_prompts, scenes)
+        for obj, match in zip(parsed["objects"], _score_prompt(parsed, scene)[1]))
+
+
+def _held_out_pair_tally(objects_and_matches):
     tallies = {group: {key: [0, 0] for key in ("color", "shape", "size")} for group in ("held_out_pair", "other")}
     counts = {"held_out_pair": 0, "other": 0}
-    for parsed, scene in zip(parsed_prompts, scenes):
-        objects = parsed["objects"]
-        assignment = _match(objects, scene["objects"], parsed["relation"])
-        for obj, match in zip(objects, _matched(scene["objects"], assignment)):
-            group = "held_out_pair" if (obj["color"], obj["shape"]) in shapes.HELD_OUT_PAIRS else "other"
-            counts[group] += 1
-            for key in ("color", "shape", "size"):
-                if key in obj:
-                    tallies[group][key][0] += int(match.get(key) == obj[key])
-                    tallies[group][key][1] += 1
+    for obj, match in objects_and_matches:
+        group = "held_out_pair" if (obj["color"], obj["shape"]) in shapes.HELD_OUT_PAIRS else "other"
+        counts[group] += 1
+        for key in ("color", "shape", "size"):
+            if key in obj:
+                tallies[group][key][0] += int(match.get(key) == obj[key])
+                tallies[group][key][1] += 1
     return {
         group: {**{key: (round(c / n, 4) if n else None) for key, (c, n) in tally.items()}, "objects": counts[group]}
         for group, tally in tallies.items()
@@ -212,10 +215,16 @@ def score_prompt(parsed, scene):
     "count"."""
     if isinstance(parsed, str):
         parsed = parse_prompt(parsed)
+    return _score_prompt(parsed, scene)[0]
+
+
+def _score_prompt(parsed, scene):
+    """`score_prompt`'s tally, and the found object matched to each prompt object."""
     objects, found = parsed["objects"], scene["objects"]
     assignment = _match(objects, found, parsed["relation"])
+    matched = _matched(found, assignment)
     tally = {key: [0, 0] for key in ("color", "shape", "size", "grid_cell", "relation", "count")}
-    for obj, match in zip(objects, _matched(found, assignment)):
+    for obj, match in zip(objects, matched):
         for key, tally_key in (("color", "color"), ("shape", "shape"), ("size", "size"), ("position", "grid_cell")):
             if key in obj:
                 tally[tally_key][0] += int(match.get(key) == obj[key])
@@ -233,7 +242,7 @@ def score_prompt(parsed, scene):
             count_right &= same == obj["count"]
     tally["count"] = [int(count_right), 1]
     tally["position"] = [tally["grid_cell"][0] + tally["relation"][0], tally["grid_cell"][1] + tally["relation"][1]]
-    return {key: tuple(value) for key, value in tally.items()}
+    return {key: tuple(value) for key, value in tally.items()}, matched
 
 
 def _default_classifier(classifier):
@@ -292,8 +301,10 @@ def score_alignment(images, prompts, classifier=None, batch_size=64, return_per_
     all_right = []
     tallies = []
     per_prompt = []
+    objects_and_matches = []
     for prompt, p, scene in zip(prompts, parsed, scenes):
-        tally = score_prompt(p, scene)
+        tally, matched = _score_prompt(p, scene)
+        objects_and_matches.extend(zip(p["objects"], matched))
         right = True
         for key, (correct, stated) in tally.items():
             total = totals.setdefault(key, [0, 0])
@@ -311,7 +322,7 @@ def score_alignment(images, prompts, classifier=None, batch_size=64, return_per_
     columns = {key: [t.get(key, (0, 0)) for t in tallies] for key in totals}
     columns["all"] = [(r, 1) for r in all_right]
     report["ci95"] = {key: bootstrap_ci(np.asarray(c, float)) for key, c in columns.items() if prompts}
-    report["held_out_pairs"] = held_out_pair_breakdown(parsed, scenes)
+    report["held_out_pairs"] = _held_out_pair_tally(objects_and_matches)
     if return_per_prompt:
         report["per_prompt"] = per_prompt
     return report

@@ -125,3 +125,20 @@ def test_held_out_pair_breakdown_splits_objects_by_their_colour_shape_pair():
     out = alignment.held_out_pair_breakdown([alignment.parse_prompt(c) for _, c, _ in examples],
                                             [_truth(a) for _, _, a in examples])
     assert out["held_out_pair"]["objects"] >= 50 and out["held_out_pair"]["shape"] == out["other"]["shape"] == 1.0
+
+
+def test_score_alignment_reports_the_held_out_pair_breakdown_of_its_scenes():
+    examples = [shapes.make_example(i, resolution=16, split="heldout", seed=6) for i in range(20)]
+    images = np.stack([image for image, _, _ in examples])
+    captions = [caption for _, caption, _ in examples]
+    # Every other scene loses its objects: the judge sees nothing there.
+    scenes = [_truth(a) if i % 2 else {"objects": [], "count": 0} for i, (_, _, a) in enumerate(examples)]
+
+    class Judge:
+        def predict_scenes(self, images, batch_size=64):
+            return scenes
+
+    report = alignment.score_alignment(images, captions, classifier=Judge())
+    assert report["held_out_pairs"] == alignment.held_out_pair_breakdown(
+        [alignment.parse_prompt(c) for c in captions], scenes)
+    assert 0 < report["held_out_pairs"]["held_out_pair"]["shape"] < 1
